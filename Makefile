@@ -1,0 +1,45 @@
+# genbench: `make train` and `make test` do all the set-up a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data train test test-all tb clean
+
+install: $(STAMP) data
+
+# The venv, every package and genbench itself (editable). Re-runs when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,cluster]"
+	touch $@
+
+# Fashion-MNIST from Debian's package when apt-get is there; otherwise say what to do instead.
+data:
+	@if [ -d $(FMNIST) ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null \
+		&& echo "installed Fashion-MNIST into $(FMNIST)"; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
+		sudo apt-get install -y -q dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST: no apt-get here. Train with data.download=true to fetch it through torchvision."; \
+	fi
+
+train: install
+	$(BIN)/genbench train model=diffusion $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-all: install
+	$(BIN)/python -m pytest -q -m "" $(ARGS)
+
+tb: install
+	$(BIN)/tensorboard --logdir outputs --bind_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

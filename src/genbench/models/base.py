@@ -1,0 +1,59 @@
+"""The contract every generative family implements, so one Trainer serves them all.
+
+A family is an ``nn.Module`` with three methods:
+
+- ``optimizers(make)`` builds its optimizers by name from a partial such as ``Adam(lr=...)``;
+- ``training_losses(batch)`` yields ``LossTerm``s in the order they must be optimised. It is a
+  generator, so a GAN's generator term is computed *after* the Trainer has stepped the
+  discriminator on the term before it;
+- ``sample(n, generator=...)`` returns (n, C, H, W) images in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """N(0, I) noise drawn from ``generator`` (on its own device, so a CPU generator gives the same
+    numbers whatever device samples), then moved to ``device``."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
+@dataclass
+class LossTerm:
+    """A scalar loss, the name of the optimizer that minimises it, and extra scalars to log."""
+
+    name: str  # logged as train/<name>
+    loss: torch.Tensor  # scalar
+    optimizer: str  # key into the family's optimizers()
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # logged as train/<key>, detached
+
+
+class GenerativeModel(nn.Module):
+    """Base class of the families; see the module docstring for the contract."""
+
+    def optimizers(self, make: OptimizerFactory) -> dict[str, torch.optim.Optimizer]:
+        return {"model": make(self.parameters())}
+
+    def training_losses(self, batch: torch.Tensor) -> Iterator[LossTerm]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sampling_info(self) -> dict[str, object]:
+        """What a set of samples depends on besides the weights (sampler, NFE); stored beside samples."""
+        return {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device

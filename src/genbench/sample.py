@@ -1,0 +1,65 @@
+"""`genbench sample run_dir=D`: PNGs, grid.png and samples.npz from D's checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torchvision.utils import make_grid, save_image
+
+from genbench import CONF_DIR
+from genbench.checkpoint import load_model
+from genbench.data import to_uint8
+from genbench.models.base import GenerativeModel
+from genbench.trainer import resolve_device
+from genbench.validate import check_positive, one_line_errors
+
+
+def generate(model: GenerativeModel, num_samples: int, batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
+    """num_samples uint8 images (N, C, H, W) from a seeded CPU generator, and the images per second."""
+    check_positive("num_samples", num_samples)
+    check_positive("batch_size", batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    chunks, start = [], time.perf_counter()
+    for i in range(0, num_samples, batch_size):
+        chunks.append(to_uint8(model.sample(min(batch_size, num_samples - i), generator=generator)).cpu())
+    return torch.cat(chunks), num_samples / (time.perf_counter() - start)
+
+
+def write_samples(images: torch.Tensor, folder: Path, info: dict) -> None:
+    """Write N PNGs, grid.png, samples.npz and info.json to a temporary folder, then rename it to `folder`."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    for i, img in enumerate(images):
+        array = img.permute(1, 2, 0).numpy()
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(tmp / f"{i:06d}.png")
+    save_image(make_grid(images.float() / 255, nrow=int(math.ceil(math.sqrt(len(images)))), padding=2), tmp / "grid.png")
+    np.savez_compressed(tmp / "samples.npz", images=images.numpy())
+    (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="sample", version_base="1.3")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    check_positive("num_samples", cfg.num_samples)
+    model, state = load_model(cfg.run_dir, ema=cfg.ema, device=resolve_device(cfg.device))
+    images, img_per_s = generate(model, cfg.num_samples, cfg.batch_size, cfg.seed)
+    name = cfg.name or f"{'ema' if cfg.ema else 'raw'}_step{state['step']}_seed{cfg.seed}_n{cfg.num_samples}"
+    folder = Path(cfg.run_dir) / "samples" / name
+    info = {"step": state["step"], "ema": cfg.ema, "seed": cfg.seed, "num_samples": cfg.num_samples,
+            "img_per_s": img_per_s, **model.sampling_info()}
+    write_samples(images, folder, info)
+    print(f"wrote {cfg.num_samples} samples to {folder} ({img_per_s:.1f} img/s)")

@@ -1,0 +1,34 @@
+"""`genbench train`: build data, model, optimizer and Trainer from the config, then fit."""
+
+from __future__ import annotations
+
+import secrets
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from genbench import CONF_DIR
+from genbench.trainer import seed_everything
+from genbench.validate import one_line_errors
+
+# ${uid:} in conf/hydra/default.yaml: six hex digits drawn once per process, so two runs started
+# in the same second get different folders.
+_UID = secrets.token_hex(3)
+OmegaConf.register_new_resolver("uid", lambda: _UID, replace=True)
+
+
+def train(cfg: DictConfig, run_dir: str) -> None:
+    seed_everything(cfg.seed)
+    data = instantiate(cfg.data, _convert_="all")
+    model = instantiate(cfg.model, image_shape=data.image_shape, _convert_="all")
+    optimizer = instantiate(cfg.optim, _convert_="all")
+    trainer = instantiate(cfg.trainer, run_dir=run_dir, seed=cfg.seed, _convert_="all")
+    trainer.fit(model, data, optimizer, config=OmegaConf.to_container(cfg, resolve=True))
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    train(cfg, HydraConfig.get().runtime.output_dir)
