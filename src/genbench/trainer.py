@@ -226,9 +226,9 @@ class Trainer:
                         opt = self.optimizers[term.optimizer]
                         opt.zero_grad(set_to_none=True)
                         term.loss.backward()
-                        if self.grad_clip:
-                            params = [p for g in opt.param_groups for p in g["params"]]
-                            sums[f"{term.optimizer}_grad_norm"] += torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                        params = [p for g in opt.param_groups for p in g["params"]]
+                        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or math.inf)
+                        sums[f"{term.optimizer}_grad_norm"] += grad_norm
                         opt.step()
                         sums[term.name] += term.loss.detach().float()
                         for k, v in term.metrics.items():

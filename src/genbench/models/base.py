@@ -50,6 +50,20 @@ class GenerativeModel(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def bits_per_dim(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-image negative log-likelihood bounds in bits/dim for a batch of uint8 images (N, C, H, W),
+        keyed by name ("elbo", "iwae_k64", "vlb", ...). Families without a likelihood (GANs) return {}.
+
+        Convention, shared by every family so the numbers sit side by side: the likelihood is that of the
+        discrete 8-bit pixel values (no dequantization noise), over all C*H*W dimensions of the model's
+        input (so Fashion-MNIST counts its 32x32 padded size): bits/dim = -log2 P(x) / (C*H*W)."""
+        return {}
+
+    def diagnostic_images(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Family-specific image panels for a float batch in [-1, 1] (a VAE's reconstructions and
+        interpolations), each (K, C, H, W) in [-1, 1]; written by `genbench eval`."""
+        return {}
+
     def sampling_info(self) -> dict[str, object]:
         """What a set of samples depends on besides the weights (sampler, NFE); stored beside samples."""
         return {}
