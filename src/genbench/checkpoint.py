@@ -104,12 +104,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def load_model(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu"):
+def load_model(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu", sampler: dict | None = None):
     """Rebuild a run's model from its checkpoint alone (config and weights), in eval mode.
-    Returns (model, checkpoint state)."""
+    `sampler` (a sampler config) replaces the one the model was trained with. Returns (model, state)."""
     from hydra.utils import instantiate
 
     state = load_checkpoint(run_dir, map_location="cpu")
-    model = instantiate(state["config"]["model"], image_shape=tuple(state["image_shape"]), _convert_="all")
+    model_cfg = dict(state["config"]["model"])
+    if sampler:
+        if "sampler" not in model_cfg:
+            raise ValueError(f"sampler= applies to diffusion models; {model_cfg['_target_']} has no sampler, drop the override")
+        model_cfg["sampler"] = sampler
+    model = instantiate(model_cfg, image_shape=tuple(state["image_shape"]), _convert_="all")
     model.load_state_dict(state["ema" if ema else "model"])
     return model.to(device).eval().requires_grad_(False), state

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
@@ -55,11 +55,14 @@ def write_samples(images: torch.Tensor, folder: Path, info: dict) -> None:
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     check_positive("num_samples", cfg.num_samples)
-    model, state = load_model(cfg.run_dir, ema=cfg.ema, device=resolve_device(cfg.device))
+    sampler = OmegaConf.to_container(cfg.sampler, resolve=True) if cfg.get("sampler") else None
+    model, state = load_model(cfg.run_dir, ema=cfg.ema, device=resolve_device(cfg.device), sampler=sampler)
     images, img_per_s = generate(model, cfg.num_samples, cfg.batch_size, cfg.seed)
-    name = cfg.name or f"{'ema' if cfg.ema else 'raw'}_step{state['step']}_seed{cfg.seed}_n{cfg.num_samples}"
+    info = model.sampling_info()
+    tag = f"_{info['sampler'].lower()}{info['nfe']}" if "sampler" in info else ""
+    name = cfg.name or f"{'ema' if cfg.ema else 'raw'}_step{state['step']}{tag}_seed{cfg.seed}_n{cfg.num_samples}"
     folder = Path(cfg.run_dir) / "samples" / name
     info = {"step": state["step"], "ema": cfg.ema, "seed": cfg.seed, "num_samples": cfg.num_samples,
-            "img_per_s": img_per_s, **model.sampling_info()}
+            "img_per_s": img_per_s, **info}
     write_samples(images, folder, info)
     print(f"wrote {cfg.num_samples} samples to {folder} ({img_per_s:.1f} img/s)")

@@ -11,6 +11,8 @@ A family is an ``nn.Module`` with three methods:
 
 from __future__ import annotations
 
+import itertools
+
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -70,4 +72,4 @@ class GenerativeModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return next(itertools.chain(self.parameters(), self.buffers())).device

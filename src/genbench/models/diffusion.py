@@ -8,12 +8,14 @@ Papers:
 Forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), in closed form
 q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (eq. 4). The network predicts eps, x_0
 or v; all three are converted to x_0 and eps in one place (`_to_x0_eps`). Training minimises
-L_simple (eq. 14), optionally min-SNR weighted; sampling is ancestral (Algorithm 2).
-Index i = 0..T-1 stands for the paper's t = i + 1.
+L_simple (eq. 14), optionally min-SNR weighted. Sampling is delegated to a sampler from
+`genbench.samplers` (DDPM ancestral, DDIM, DPM-Solver++). `bits_per_dim` evaluates the variational
+bound of eq. 5 with the discretized decoder of eq. 13. Index i = 0..T-1 stands for the paper's t = i + 1.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -21,12 +23,12 @@ import torch
 from torch import nn
 
 from genbench.models.base import GenerativeModel, LossTerm, randn
+from genbench.samplers import DDPM, Sampler
 from genbench.schedules import NoiseSchedule
 from genbench.validate import check_choice
 
 Prediction = Literal["eps", "x0", "v"]
 Weighting = Literal["uniform", "min_snr"]
-Variance = Literal["beta", "beta_tilde"]
 
 
 def _gather(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -43,18 +45,21 @@ class Diffusion(GenerativeModel):
         prediction: Prediction = "eps",
         loss_weighting: Weighting = "uniform",
         min_snr_gamma: float = 5.0,
-        variance: Variance = "beta_tilde",
         clip_denoised: bool = True,
+        sampler: Sampler | None = None,
+        vlb_timesteps: int = 100,
     ):
         super().__init__()
         check_choice("model.prediction", prediction, Prediction)
         check_choice("model.loss_weighting", loss_weighting, Weighting)
-        check_choice("model.variance", variance, Variance)
+        if vlb_timesteps < 1:
+            raise ValueError(f"model.vlb_timesteps={vlb_timesteps} must be at least 1")
         self.image_shape = tuple(image_shape)
         self.net = network(image_shape=self.image_shape)
         self.schedule = schedule
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, min_snr_gamma
-        self.variance, self.clip_denoised = variance, clip_denoised
+        self.clip_denoised, self.vlb_timesteps = clip_denoised, vlb_timesteps
+        self.sampler = sampler or DDPM()
 
         # Coefficients in float64, stored as float32 buffers (derivable, so not in the state dict).
         betas = schedule.betas
@@ -134,25 +139,70 @@ class Diffusion(GenerativeModel):
 
     # ---- sampling ------------------------------------------------------------------------
     @torch.no_grad()
-    def p_sample(self, x_t: torch.Tensor, i: int, generator: torch.Generator | None) -> torch.Tensor:
-        """One step of Algorithm 2: x_{t-1} ~ p_theta(x_{t-1} | x_t) = N(mu_theta, sigma_t^2 I), with mu_theta the
-        posterior mean at the predicted x_0, and sigma_t^2 = beta_t or beta~_t (Sec. 3.2)."""
-        t = torch.full((x_t.shape[0],), i, device=x_t.device, dtype=torch.long)
-        x_0, _ = self.predict_x0_eps(x_t, t)
-        mean, posterior_var = self.q_posterior(x_0, x_t, t)
-        if i == 0:
-            return mean  # no noise at the last step
-        var = posterior_var if self.variance == "beta_tilde" else _gather(self.betas, t)
-        z = randn(x_t.shape, generator, x_t.device)
-        return mean + var.sqrt() * z
-
-    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Algorithm 2: x_T ~ N(0, I), then T ancestral steps down to x_0."""
-        x = randn((n, *self.image_shape), generator, self.device)
-        for i in reversed(range(self.num_timesteps)):
-            x = self.p_sample(x, i, generator)
-        return x.clamp(-1, 1)
+        """x_T ~ N(0, I), then the sampler's steps down to x_0 (Algorithm 2 for the default DDPM sampler)."""
+        x_T = randn((n, *self.image_shape), generator, self.device)
+        x_0 = self.sampler(self.predict_x0_eps, self.schedule.alphas_cumprod, x_T, lambda shape: randn(shape, generator, self.device))
+        return x_0.clamp(-1, 1)
 
     def sampling_info(self) -> dict[str, object]:
-        return {"sampler": "ddpm_ancestral", "nfe": self.num_timesteps, "variance": self.variance}
+        return {"sampler": type(self.sampler).__name__, "nfe": self.sampler.nfe(self.num_timesteps),
+                **{k: v for k, v in vars(self.sampler).items()}}
+
+    # ---- likelihood ----------------------------------------------------------------------
+    @torch.no_grad()
+    def bits_per_dim(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The variational bound of eq. 5, L = L_T + sum_{t=2}^T L_{t-1} + L_0, per image in bits/dim.
+
+        - L_T = KL(q(x_T | x_0) || N(0, I)), exact.
+        - L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) with sigma_t^2 = beta~_t, for t >= 2. The
+          sum is estimated without bias from `vlb_timesteps` stratified timesteps per image,
+          (T - 1) * mean_k L_{t_k - 1}; vlb_timesteps >= T - 1 evaluates every term.
+        - L_0 = -log p_theta(x_0 | x_1), the discretized Gaussian decoder of eq. 13 with sigma_1^2 = beta_1.
+        The network's x_0 estimate is not clipped here: clipping changes the model being scored."""
+        x_0 = x.to(self.device).float() / 127.5 - 1  # (N, C, H, W) in [-1, 1], 256 levels
+        n, dims, T = x_0.shape[0], x_0[0].numel(), self.num_timesteps
+        to_bits = 1.0 / (dims * math.log(2.0))
+
+        def sum_dims(v: torch.Tensor) -> torch.Tensor:
+            return v.flatten(1).sum(1)
+
+        # L_T: KL of N(sqrt(ab_T) x_0, 1 - ab_T) from N(0, 1), per dimension
+        ab_T = self.schedule.alphas_cumprod[-1].item()
+        prior = sum_dims(0.5 * (ab_T * x_0**2 + (1 - ab_T) - 1 - math.log(1 - ab_T)))
+
+        # L_0: discretized decoder at t = 1 (index 0), where the posterior mean is x_0_hat itself
+        t0 = torch.zeros(n, dtype=torch.long, device=self.device)
+        x_1 = self.q_sample(x_0, t0, randn(x_0.shape, generator, self.device))
+        x0_hat, _ = self._to_x0_eps(self.net(x_1, t0).float(), x_1, t0)
+        decoder = -sum_dims(discretized_gaussian_log_likelihood(x_0, x0_hat, math.sqrt(self.schedule.betas[0].item())))
+
+        # sum_{t=2}^T L_{t-1}: K stratified indices per image in 1..T-1
+        k = min(self.vlb_timesteps, T - 1)
+        if k == T - 1:
+            ts = torch.arange(1, T, device=self.device).expand(n, -1)  # every term
+        else:
+            edges = torch.linspace(1, T, k + 1, dtype=torch.float64)
+            u = torch.rand((n, k), generator=generator, dtype=torch.float64)
+            ts = (edges[:-1] + u * (edges[1:] - edges[:-1])).floor().long().clamp(1, T - 1).to(self.device)  # (N, K)
+        terms = torch.zeros(n, device=self.device)
+        for j in range(k):
+            t = ts[:, j]
+            x_t = self.q_sample(x_0, t, randn(x_0.shape, generator, self.device))
+            true_mean, true_var = self.q_posterior(x_0, x_t, t)
+            x0_hat, _ = self._to_x0_eps(self.net(x_t, t).float(), x_t, t)
+            model_mean, _ = self.q_posterior(x0_hat, x_t, t)
+            terms += sum_dims(0.5 * (true_mean - model_mean) ** 2 / true_var)  # equal variances: KL is the mean term
+        terms = terms * (T - 1) / k
+        return {"vlb": (prior + terms + decoder) * to_bits, "vlb_prior": prior * to_bits, "vlb_decoder": decoder * to_bits}
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
+    """log P(x) per pixel for x on the 256 levels of [-1, 1]: the mass of N(mean, std^2) on the bin
+    [x - 1/255, x + 1/255], with the outer bins extended to -inf and +inf (Ho et al. 2020 eq. 13)."""
+    upper = torch.special.ndtr((x + 1 / 255 - mean) / std)
+    lower = torch.special.ndtr((x - 1 / 255 - mean) / std)
+    log_cdf_upper = torch.special.log_ndtr((x + 1 / 255 - mean) / std)  # used at x = -1
+    log_sf_lower = torch.special.log_ndtr(-(x - 1 / 255 - mean) / std)  # used at x = +1
+    log_mass = torch.log((upper - lower).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_sf_lower, log_mass))
