@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import hydra
@@ -10,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genbench import CONF_DIR
+from genbench.evaluate import evaluate_run, make_eval_fn, summary_line
 from genbench.trainer import seed_everything
 from genbench.validate import one_line_errors
 
@@ -17,6 +19,7 @@ from genbench.validate import one_line_errors
 # in the same second get different folders.
 _UID = secrets.token_hex(3)
 OmegaConf.register_new_resolver("uid", lambda: _UID, replace=True)
+log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, run_dir: str) -> None:
@@ -25,7 +28,13 @@ def train(cfg: DictConfig, run_dir: str) -> None:
     model = instantiate(cfg.model, image_shape=data.image_shape, _convert_="all")
     optimizer = instantiate(cfg.optim, _convert_="all")
     trainer = instantiate(cfg.trainer, run_dir=run_dir, seed=cfg.seed, _convert_="all")
-    trainer.fit(model, data, optimizer, config=OmegaConf.to_container(cfg, resolve=True))
+    # evaluation (every trainer.eval_every steps, and at the end): set up before training, so that a
+    # missing feature extractor fails now rather than after the run
+    evaluating = "eval" in cfg and bool(cfg.trainer.get("eval_every") or cfg.eval.at_end)
+    eval_fn = make_eval_fn(cfg.eval, data, cfg.data._target_, trainer.device) if evaluating else None
+    trainer.fit(model, data, optimizer, config=OmegaConf.to_container(cfg, resolve=True), eval_fn=eval_fn)
+    if evaluating and cfg.eval.at_end and trainer._stop_signal is None:  # not when pre-empted
+        log.info("final evaluation: %s", summary_line(evaluate_run(run_dir, cfg.eval, trainer.device)))
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")

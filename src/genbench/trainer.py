@@ -27,7 +27,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 
-from genbench.checkpoint import checkpoint_dir, load_checkpoint, rng_state, save_checkpoint, set_rng_state, LAST
+from genbench.checkpoint import (FORMAT_VERSION, LAST, atomic_save, checkpoint_dir, load_checkpoint, rng_state,
+                                 save_checkpoint, set_rng_state)
 from genbench.data import ImageData
 from genbench.models.base import GenerativeModel, OptimizerFactory
 from genbench.validate import check_choice, check_positive
@@ -35,6 +36,7 @@ from genbench.validate import check_choice, check_positive
 log = logging.getLogger(__name__)
 Precision = Literal["fp32", "bf16"]
 EvalFn = Callable[[GenerativeModel, int], dict[str, float]]
+BEST, BEST_METRIC = "best.pt", "fid"  # checkpoints/best.pt keeps the state with the lowest eval/fid
 
 
 def resolve_device(device: str) -> torch.device:
@@ -258,8 +260,10 @@ class Trainer:
                 # evaluate
                 if eval_fn and self.eval_every and (self.step % self.eval_every == 0 or self._done()):
                     with preserved_rng():
-                        for k, v in eval_fn(self.ema.module, self.step).items():
-                            writer.add_scalar(f"eval/{k}", v, self.step)
+                        results = eval_fn(self.ema.module, self.step)
+                    for k, v in results.items():
+                        writer.add_scalar(f"eval/{k}", v, self.step)
+                    self._keep_best(results)
                 # checkpoint
                 if self._done() or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
                     save_checkpoint(self._state(), self.run_dir, self.keep_checkpoints)
@@ -273,6 +277,14 @@ class Trainer:
             log.warning("stopped by signal %d at step %d; re-run the same command to resume", self._stop_signal, self.step)
         log.info("done: %d steps, %.0f s of training, %d images seen", self.step, self.train_time, self.images_seen)
         return self.ema.module
+
+    def _keep_best(self, results: dict[str, float]) -> None:
+        """checkpoints/best.pt: the state at the lowest eval/fid so far; self.extra carries the score across resumes."""
+        score = results.get(BEST_METRIC)
+        if score is None or not math.isfinite(score) or score >= self.extra.get(f"best_{BEST_METRIC}", math.inf):
+            return
+        self.extra.update({f"best_{BEST_METRIC}": float(score), "best_step": self.step})
+        atomic_save({"format_version": FORMAT_VERSION, **self._state()}, checkpoint_dir(self.run_dir) / BEST)
 
     def _done(self) -> bool:
         return (self.step >= self.max_steps or self._stop_signal is not None

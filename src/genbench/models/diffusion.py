@@ -59,7 +59,7 @@ class Diffusion(GenerativeModel):
         self.schedule = schedule
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, min_snr_gamma
         self.clip_denoised, self.vlb_timesteps = clip_denoised, vlb_timesteps
-        self.sampler = sampler or DDPM()
+        self.sampler = sampler if sampler is not None else DDPM()
 
         # Coefficients in float64, stored as float32 buffers (derivable, so not in the state dict).
         betas = schedule.betas
@@ -140,7 +140,7 @@ class Diffusion(GenerativeModel):
     # ---- sampling ------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_T ~ N(0, I), then the sampler's steps down to x_0 (Algorithm 2 for the default DDPM sampler)."""
+        """x_T ~ N(0, I), then the sampler's steps down to x_0 (Algorithm 2 with the DDPM sampler)."""
         x_T = randn((n, *self.image_shape), generator, self.device)
         x_0 = self.sampler(self.predict_x0_eps, self.schedule.alphas_cumprod, x_T, lambda shape: randn(shape, generator, self.device))
         return x_0.clamp(-1, 1)
