@@ -147,7 +147,7 @@ class Diffusion(GenerativeModel):
 
     def sampling_info(self) -> dict[str, object]:
         return {"sampler": type(self.sampler).__name__, "nfe": self.sampler.nfe(self.num_timesteps),
-                **{k: v for k, v in vars(self.sampler).items()}}
+                **{f"sampler_{k}": v for k, v in vars(self.sampler).items()}}
 
     # ---- likelihood ----------------------------------------------------------------------
     @torch.no_grad()
