@@ -286,6 +286,11 @@ class Trainer:
         self.extra.update({f"best_{BEST_METRIC}": float(score), "best_step": self.step})
         atomic_save({"format_version": FORMAT_VERSION, **self._state()}, checkpoint_dir(self.run_dir) / BEST)
 
+    @property
+    def interrupted(self) -> bool:
+        """True when a signal (SIGTERM, SIGUSR1) stopped training before its budget."""
+        return self._stop_signal is not None
+
     def _done(self) -> bool:
         return (self.step >= self.max_steps or self._stop_signal is not None
                 or (self.max_time is not None and self.train_time >= self.max_time))
