@@ -10,12 +10,13 @@ VERBS = {
     "train": ("genbench.train", "train a model: genbench train model=diffusion|gan|vae [overrides]"),
     "sample": ("genbench.sample", "write samples from a run: genbench sample run_dir=DIR num_samples=N"),
     "eval": ("genbench.evaluate", "score a run: genbench eval run_dir=DIR"),
+    "compare": ("genbench.compare", "tables, plots and verdicts over runs: genbench compare SWEEP_DIR|RUN_DIR... (--help)"),
 }
 NEEDS_RUN_DIR = {"sample", "eval"}
 
-USAGE = "usage: genbench {" + ",".join(VERBS) + "} [hydra overrides]\n\nverbs:\n" + "\n".join(
+USAGE = "usage: genbench {" + ",".join(VERBS) + "} [hydra overrides | paths]\n\nverbs:\n" + "\n".join(
     f"  {verb:<7} {text}" for verb, (_, text) in VERBS.items()
-) + "\n\nEach verb takes Hydra's own --help, --cfg job and -m/--multirun."
+) + "\n\ntrain, sample and eval take Hydra's own --help, --cfg job and -m/--multirun."
 
 
 def main(argv: list[str] | None = None) -> int:

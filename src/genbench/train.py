@@ -6,6 +6,7 @@ import logging
 import secrets
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, run_dir: str) -> None:
+    if cfg.get("threads"):  # parallel sweep jobs share the cores: each one is capped
+        torch.set_num_threads(cfg.threads)
+    log.info("%d CPU threads", torch.get_num_threads())
     seed_everything(cfg.seed)
     data = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, image_shape=data.image_shape, _convert_="all")
@@ -33,7 +37,7 @@ def train(cfg: DictConfig, run_dir: str) -> None:
     evaluating = "eval" in cfg and bool(cfg.trainer.get("eval_every") or cfg.eval.at_end)
     eval_fn = make_eval_fn(cfg.eval, data, cfg.data._target_, trainer.device) if evaluating else None
     trainer.fit(model, data, optimizer, config=OmegaConf.to_container(cfg, resolve=True), eval_fn=eval_fn)
-    if evaluating and cfg.eval.at_end and trainer._stop_signal is None:  # not when pre-empted
+    if evaluating and cfg.eval.at_end and not trainer.interrupted:  # not when pre-empted
         log.info("final evaluation: %s", summary_line(evaluate_run(run_dir, cfg.eval, trainer.device)))
 
 
