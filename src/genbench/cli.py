@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"genbench {verb}: error: run_dir={run_dir} holds no checkpoints/last.pt; "
                   "pass the folder of a `genbench train` run", file=sys.stderr)
             return 2
+    # OpenMP threads that sleep instead of spin while they wait: on a laptop or a shared 2-core box, a
+    # spinning thread competing with other processes made a training step 9x slower in our measurement
+    # (scripts/bench_threads.py). Set before torch loads; an explicit OMP_WAIT_POLICY wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     module = importlib.import_module(VERBS[verb][0])
     sys.argv = [f"genbench {verb}", *rest]
     module.main()

@@ -151,6 +151,11 @@ def scalars(record: dict) -> dict[str, float]:
     out = {f"eval/{k}": v for k, v in record["metrics"].items()}
     for k, v in (record["bits_per_dim"] or {}).items():
         out[f"eval/bpd_{k}"] = v["mean"]
+    # cost and speed beside quality, so the HParams dashboard holds every column of `genbench compare`
+    for k in ("sampling_img_per_s", "nfe"):
+        if record.get(k) is not None:
+            out[f"eval/{k}"] = float(record[k])
+    out.update({f"eval/{k}": float(v) for k, v in record["training"].items()})
     return out
 
 
@@ -245,6 +250,8 @@ def evaluate_run(run_dir: str | Path, eval_cfg: DictConfig, device: torch.device
         **{k: sampling.get(k) for k in ("step", "ema", "seed", "sampler", "nfe")},  # null when a samples_dir does not say
         "sampling": sampling,  # everything the samples depend on besides the weights (family-specific)
         "checkpoint_step": state["step"],
+        "training": {"train_time_s": state["train_time"], "images_seen": state["images_seen"],
+                     "parameters": sum(p.numel() for p in model.parameters())},
         "generation_batch_size": None if samples_dir else eval_cfg.batch_size,  # the noise is drawn per batch
         "sampling_img_per_s": img_per_s,
         "timings_s": {"sampling": t1 - t0 if not samples_dir else None, "metrics": t2 - t1, "likelihood": t3 - t2},
