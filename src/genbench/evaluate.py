@@ -155,7 +155,7 @@ def scalars(record: dict) -> dict[str, float]:
     for k in ("sampling_img_per_s", "nfe"):
         if record.get(k) is not None:
             out[f"eval/{k}"] = float(record[k])
-    out.update({f"eval/{k}": float(v) for k, v in record["training"].items()})
+    out.update({f"eval/{k}": float(v) for k, v in record.get("training", {}).items()})
     return out
 
 

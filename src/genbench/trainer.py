@@ -205,6 +205,7 @@ class Trainer:
         writer = SummaryWriter(str(self.run_dir / "tb"))
         grid_noise = torch.Generator().manual_seed(self.seed + 12345)  # re-seeded per grid: fixed noise
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        counts: dict[str, int] = defaultdict(int)  # terms that run every n-th step are averaged over their own runs
         window = {"n": 0, "time": 0.0, "data": 0.0}
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
         bar = None
@@ -223,6 +224,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 # optimise: one backward and step per loss term, in the order the family yields them
                 model.train()
+                stepped: set[str] = set()
                 with self._autocast():
                     for term in model.training_losses(x):
                         opt = self.optimizers[term.optimizer]
@@ -232,11 +234,15 @@ class Trainer:
                         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or math.inf)
                         sums[f"{term.optimizer}_grad_norm"] += grad_norm
                         opt.step()
+                        stepped.add(term.optimizer)
                         sums[term.name] += term.loss.detach().float()
+                        counts[term.name] += 1
+                        counts[f"{term.optimizer}_grad_norm"] += 1
                         for k, v in term.metrics.items():
                             sums[k] += v.float()
-                for s in self.schedulers.values():
-                    s.step()
+                            counts[k] += 1
+                for k in stepped:  # a term that did not run this step (n_critic) leaves its warm-up where it is
+                    self.schedulers[k].step()
                 # EMA
                 self.ema.update(model, self.step)
                 self.step += 1
@@ -248,8 +254,9 @@ class Trainer:
                 window["data"] += t1 - t0
                 # log
                 if self.step % max(self.log_every, 1) == 0 or self._done():
-                    self._log(writer, sums, window, bar)
+                    self._log(writer, {k: v / max(counts[k], 1) for k, v in sums.items()}, window, bar)
                     sums.clear()
+                    counts.clear()
                     window = {"n": 0, "time": 0.0, "data": 0.0}
                 elif bar is not None:
                     bar.update(1)
@@ -295,9 +302,9 @@ class Trainer:
         return (self.step >= self.max_steps or self._stop_signal is not None
                 or (self.max_time is not None and self.train_time >= self.max_time))
 
-    def _log(self, writer: SummaryWriter, sums: dict[str, torch.Tensor], window: dict[str, float], bar: Any) -> None:
+    def _log(self, writer: SummaryWriter, means: dict[str, torch.Tensor], window: dict[str, float], bar: Any) -> None:
         n = max(window["n"], 1)
-        scalars = {f"train/{k}": float(v) / n for k, v in sums.items()}
+        scalars = {f"train/{k}": float(v) for k, v in means.items()}
         scalars["perf/img_per_s"] = window["n"] * self.batch_size / max(window["time"], 1e-9)
         scalars["perf/data_time_frac"] = window["data"] / max(window["time"], 1e-9)
         scalars["train/lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
