@@ -1,0 +1,353 @@
+"""Generative adversarial networks: a discriminator term, then a generator term, per training step.
+
+Papers:
+- Goodfellow et al. 2014, "Generative Adversarial Nets", arXiv:1406.2661: the game
+  min_G max_D E_x[log D(x)] + E_z[log(1 - D(G(z)))] (eq. 1), and the non-saturating G loss (Sec. 3).
+- Radford, Metz & Chintala 2016, "DCGAN", arXiv:1511.06434: the networks (genbench.networks.dcgan).
+- Mao et al. 2017, "Least Squares GANs", arXiv:1611.04076: eq. 2 with the 0-1 coding (a = 0, b = c = 1).
+- Lim & Ye 2017, "Geometric GAN", arXiv:1705.02894, and Miyato et al. 2018, "Spectral Normalization
+  for GANs", arXiv:1802.05957: the hinge loss (Miyato eqs. 16-17) and spectral normalisation of D.
+- Arjovsky, Chintala & Bottou 2017, "Wasserstein GAN", arXiv:1701.07875: a critic's E[D(x)] - E[D(G(z))]
+  estimates the Wasserstein-1 distance.
+- Gulrajani et al. 2017, "Improved Training of Wasserstein GANs", arXiv:1704.00028: the critic loss
+  with gradient penalty (eq. 3; Algorithm 1: lambda = 10, n_critic = 5).
+- Mescheder, Geiger & Nowozin 2018, "Which Training Methods for GANs do actually Converge?",
+  arXiv:1801.04406: the R1 penalty (eq. 9), applied lazily as in Karras et al. 2020, arXiv:1912.04958, Sec. 3.1.
+- Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule", arXiv:1706.08500: lr_g != lr_d.
+- Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training", arXiv:2006.10738.
+- Brock, Donahue & Simonyan 2019, "Large Scale GAN Training", arXiv:1809.11096: "standing statistics".
+
+Every loss reads D's logit l = D(x) (the critic value for WGAN-GP): for the probabilistic losses
+D(x) = sigmoid(l), so log D(x) = -softplus(-l) and log(1 - D(x)) = -softplus(l). The Trainer keeps an
+EMA copy of the whole model and samples from it, so samples come from the EMA of G. That copy
+averages G's weights but not its batch-norm statistics (they are copied from the trained G, whose
+activations differ), so before sampling in eval mode G's batch-norm statistics are re-estimated
+from its own outputs on fixed noise (`standing_statistics`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from genbench.models.base import GenerativeModel, LossTerm, OptimizerFactory, randn
+from genbench.validate import check_choice, check_positive
+
+log = logging.getLogger(__name__)
+Loss = Literal["minimax", "nonsaturating", "hinge", "wgan_gp", "lsgan"]
+Augment = Literal["color", "translation", "cutout"]
+
+
+# ---- objectives ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Objective:
+    d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # D's loss on (real, fake) logits, minimised by D
+    g: Callable[[torch.Tensor], torch.Tensor]  # G's loss on fake logits, minimised by G
+    output: Callable[[torch.Tensor], torch.Tensor]  # logit -> what the paper calls D(x) (logged as d_real, d_fake)
+    boundary: float | None  # D calls an output above it real; None for a critic, which makes no decision
+    n_critic: int = 1  # the paper's D steps per G step
+    gp_lambda: float = 0.0  # the paper's gradient-penalty weight
+
+
+def _identity(l: torch.Tensor) -> torch.Tensor:
+    return l
+
+
+OBJECTIVES: dict[str, Objective] = {
+    # eq. 1: D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z))), which saturates early.
+    "minimax": Objective(lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+                         lambda f: -F.softplus(f).mean(), torch.sigmoid, 0.5),
+    # Sec. 3: G maximises log D(G(z)) instead, same fixed point, strong gradients early.
+    "nonsaturating": Objective(lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+                               lambda f: F.softplus(-f).mean(), torch.sigmoid, 0.5),
+    # Miyato et al. eqs. 16-17: D's hinge on the margin 1, G raises the fake logits.
+    "hinge": Objective(lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(),
+                       lambda f: -f.mean(), _identity, 0.0),
+    # Gulrajani et al. eq. 3 (the penalty is added in training_losses) and Algorithm 1's defaults.
+    "wgan_gp": Objective(lambda r, f: f.mean() - r.mean(), lambda f: -f.mean(), _identity, None, n_critic=5, gp_lambda=10.0),
+    # Mao et al. eq. 2, 0-1 coding: D regresses real to 1 and fake to 0, G pushes fake to 1.
+    "lsgan": Objective(lambda r, f: 0.5 * (r - 1).pow(2).mean() + 0.5 * f.pow(2).mean(),
+                       lambda f: 0.5 * (f - 1).pow(2).mean(), _identity, 0.5),
+}
+
+
+# ---- penalties -----------------------------------------------------------------------------
+def interpolate(x_real: torch.Tensor, x_fake: torch.Tensor) -> torch.Tensor:
+    """Gulrajani et al. Algorithm 1, line 6: x_hat = eps x + (1 - eps) x_tilde, eps ~ U[0, 1] per image."""
+    eps = torch.rand(x_real.shape[0], 1, 1, 1, device=x_real.device, dtype=x_real.dtype)
+    return eps * x_real + (1 - eps) * x_fake
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], x_hat: torch.Tensor) -> torch.Tensor:
+    """E[(||grad_x_hat D(x_hat)||_2 - 1)^2] (Gulrajani et al. eq. 3, without lambda); differentiable in D."""
+    x_hat = x_hat.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return (torch.linalg.vector_norm(grad.flatten(1), dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
+    """E_{p_D}[||grad_x D(x)||^2] (Mescheder et al. eq. 9, without gamma / 2); x_real must require grad."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), x_real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+# ---- DiffAugment (Zhao et al. 2020): the same random transforms for real and fake images -------
+def _rand(x: torch.Tensor) -> torch.Tensor:
+    return torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
+
+
+def augment_color(x: torch.Tensor) -> torch.Tensor:
+    """Brightness in [-0.5, 0.5], saturation x[0, 2], contrast x[0.5, 1.5]."""
+    x = x + (_rand(x) - 0.5)
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (2 * _rand(x)) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (_rand(x) + 0.5) + mean
+
+
+def augment_translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+    """Shift each image by up to ratio * size pixels, filling with zeros."""
+    n, _, h, w = x.shape
+    sy, sx = round(h * ratio), round(w * ratio)
+    dy = torch.randint(-sy, sy + 1, (n, 1, 1), device=x.device)
+    dx = torch.randint(-sx, sx + 1, (n, 1, 1), device=x.device)
+    rows = (torch.arange(h, device=x.device)[None, :, None] + dy + 1).clamp(0, h + 1)  # (N, H, 1) in the padded image
+    cols = (torch.arange(w, device=x.device)[None, None, :] + dx + 1).clamp(0, w + 1)  # (N, 1, W)
+    padded = F.pad(x, (1, 1, 1, 1))
+    out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2)
+
+
+def augment_cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+    """Zero a ratio * size square at a random centre of each image."""
+    n, _, h, w = x.shape
+    ch, cw = round(h * ratio), round(w * ratio)
+    top = torch.randint(0, h, (n, 1, 1), device=x.device) - ch // 2
+    left = torch.randint(0, w, (n, 1, 1), device=x.device) - cw // 2
+    rows, cols = torch.arange(h, device=x.device)[None, :, None], torch.arange(w, device=x.device)[None, None, :]
+    inside = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)  # (N, H, W)
+    return x * (~inside)[:, None].to(x.dtype)
+
+
+AUGMENTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "color": augment_color, "translation": augment_translation, "cutout": augment_cutout,
+}
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Build the graph with `module`'s parameters out of it, so a backward leaves them no gradient."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def apply_spectral_norm(module: nn.Module) -> nn.Module:
+    """Miyato et al. 2018: W / sigma(W) for every conv and linear weight, sigma by one power iteration
+    per forward pass (torch's parametrization, which keeps u and v as buffers)."""
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            _spectral_norm(m)
+    return module
+
+
+@torch.no_grad()
+def standing_statistics(G: nn.Module, latent_dim: int, num: int, batch_size: int = 256, seed: int = 0) -> None:
+    """Set the running mean and variance of every batch-norm layer of G to their averages over the batches
+    that `num` latents from a fixed seed produce (Brock et al. 2019), then leave G in eval mode."""
+    layers = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers or num <= 0:
+        return
+    device = next(G.parameters()).device
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    G.train()
+    generator = torch.Generator().manual_seed(seed)
+    for i in range(0, num, batch_size):
+        G(randn((min(batch_size, num - i), latent_dim), generator, device))
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+    G.eval()
+
+
+class CollapseMonitor:
+    """Warns, every `every` D steps, when D's accuracy stayed above `max_accuracy` (D has won and G
+    learns little) or neither loss moved (a likely collapse). Warnings only: not part of the state."""
+
+    def __init__(self, every: int, max_accuracy: float):
+        self.every, self.max_accuracy = every, max_accuracy
+        self.acc: list[torch.Tensor] = []
+        self.losses: dict[str, list[torch.Tensor]] = {"d_loss": [], "g_loss": []}
+
+    def record(self, name: str, loss: torch.Tensor, accuracy: torch.Tensor | None = None) -> None:
+        if self.every:
+            self.losses[name].append(loss.detach())
+            if accuracy is not None:
+                self.acc.append(accuracy)
+
+    def end_step(self, step: int) -> None:
+        if self.every and len(self.losses["d_loss"]) >= self.every:
+            self._check(step)
+
+    def _check(self, step: int) -> None:
+        if self.acc and (acc := torch.stack(self.acc).mean().item()) > self.max_accuracy:
+            log.warning("step %d: D's accuracy was %.3f over the last %d D steps: D has saturated and G gets little "
+                        "signal (consider model.loss, model.lr_d, model.spectral_norm, model.r1_gamma or model.diff_augment)",
+                        step, acc, self.every)
+        spread = {k: torch.stack(v).std().item() for k, v in self.losses.items() if len(v) > 1}
+        scale = {k: 1 + torch.stack(v).mean().abs().item() for k, v in self.losses.items() if len(v) > 1}
+        if spread and all(spread[k] < 1e-3 * scale[k] for k in spread):
+            log.warning("step %d: the losses have not moved over the last %d D steps (std %s): a likely collapse",
+                        step, self.every, ", ".join(f"{k} {v:.2g}" for k, v in spread.items()))
+        self.acc.clear()
+        for v in self.losses.values():
+            v.clear()
+
+
+class GAN(GenerativeModel):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        generator: Callable[..., nn.Module],
+        discriminator: Callable[..., nn.Module],
+        loss: Loss = "nonsaturating",
+        latent_dim: int = 100,
+        n_critic: int | None = None,
+        gp_lambda: float | None = None,
+        r1_gamma: float = 0.0,
+        r1_interval: int = 16,
+        spectral_norm: bool = False,
+        diff_augment: Sequence[Augment] = (),
+        lr_g: float | None = None,
+        lr_d: float | None = None,
+        betas: tuple[float, float] | None = (0.5, 0.999),
+        standing_stats: int = 512,
+        monitor_every: int = 500,
+        max_accuracy: float = 0.99,
+    ):
+        super().__init__()
+        check_choice("model.loss", loss, Loss)
+        for name in diff_augment:
+            check_choice("model.diff_augment", name, Augment)
+        self.objective = OBJECTIVES[loss]
+        self.n_critic = self.objective.n_critic if n_critic is None else n_critic
+        self.gp_lambda = self.objective.gp_lambda if gp_lambda is None else gp_lambda
+        for name, value, zero_ok in [("latent_dim", latent_dim, False), ("n_critic", self.n_critic, False),
+                                     ("gp_lambda", self.gp_lambda, True), ("r1_gamma", r1_gamma, True),
+                                     ("r1_interval", r1_interval, False), ("standing_stats", standing_stats, True),
+                                     ("monitor_every", monitor_every, True)]:
+            check_positive(f"model.{name}", value, allow_zero=zero_ok)
+        self.image_shape, self.loss, self.latent_dim = tuple(image_shape), loss, latent_dim
+        self.G = generator(image_shape=self.image_shape, latent_dim=latent_dim)
+        self.D = discriminator(image_shape=self.image_shape)
+        if spectral_norm:
+            apply_spectral_norm(self.D)
+        if self.gp_lambda > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.D.modules()):
+            log.warning("model.gp_lambda=%g with batch norm in D: the gradient penalty is per image and batch norm "
+                        "mixes images (Gulrajani et al. Sec. 4 drop it); set model.discriminator.norm=none", self.gp_lambda)
+        self.r1_gamma, self.r1_interval = r1_gamma, r1_interval
+        self.diff_augment = list(diff_augment)
+        self.lr_g, self.lr_d, self.betas = lr_g, lr_d, None if betas is None else tuple(betas)
+        self.standing_stats = standing_stats
+        # D steps so far: picks the steps that train G (n_critic) and R1 (r1_interval); a buffer, so resume is exact
+        self.register_buffer("num_d_steps", torch.zeros((), dtype=torch.long))
+        self.monitor = CollapseMonitor(monitor_every, max_accuracy)
+
+    def optimizers(self, make: OptimizerFactory) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer per network; lr_d, lr_g and betas override the optim config's (TTUR)."""
+
+        def overrides(lr: float | None) -> dict:
+            return {k: v for k, v in (("lr", lr), ("betas", self.betas)) if v is not None}
+
+        return {"d": make(self.D.parameters(), **overrides(self.lr_d)), "g": make(self.G.parameters(), **overrides(self.lr_g))}
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.diff_augment:
+            x = AUGMENTS[name](x)
+        return x
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        """D's logits on (augmented) images: (N, C, H, W) -> (N,)."""
+        return self.D(self.augment(x))
+
+    def _stats(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean D(x) and D(G(z)) (critic values for WGAN-GP) and D's accuracy at its decision boundary."""
+        d_real, d_fake = self.objective.output(real.detach()), self.objective.output(fake.detach())
+        out = {"d_real": d_real.mean(), "d_fake": d_fake.mean()}
+        if self.objective.boundary is not None:
+            out["d_acc"] = torch.cat([d_real > self.objective.boundary, d_fake <= self.objective.boundary]).float().mean()
+        return out
+
+    def training_losses(self, batch: torch.Tensor) -> Iterator[LossTerm]:
+        """1. x_fake = G(z); 2. D's term on real and detached fake images (plus GP / lazy R1);
+        3. every n_critic-th step, G's term on the same x_fake against the D just stepped."""
+        x = batch  # (N, C, H, W) in [-1, 1]
+        step = int(self.num_d_steps)
+        self.num_d_steps += 1
+        train_g = (step + 1) % self.n_critic == 0
+        lazy_r1 = self.r1_gamma > 0 and step % self.r1_interval == 0
+        # 1. fake images; G's graph is kept only when its term follows
+        z = torch.randn(x.shape[0], self.latent_dim, device=x.device)
+        with torch.set_grad_enabled(train_g):
+            x_fake = self.G(z)
+        # 2. discriminator term; x_fake is detached, so D's backward leaves G no gradient
+        x_real = x.detach().requires_grad_(lazy_r1)
+        real, fake = self.critic(x_real), self.critic(x_fake.detach())
+        loss_d = self.objective.d(real, fake)
+        metrics = self._stats(real, fake)
+        if self.gp_lambda > 0:
+            metrics["gp"] = gradient_penalty(self.critic, interpolate(x, x_fake.detach()))
+            loss_d = loss_d + self.gp_lambda * metrics["gp"]
+        if self.objective.boundary is None:  # a critic: E[D(x)] - E[D(G(z))] estimates W_1 (Arjovsky et al. 2017)
+            metrics["wasserstein"] = real.detach().mean() - fake.detach().mean()
+        if lazy_r1:  # Karras et al. 2020 Sec. 3.1: every r1_interval steps, weighted by the interval
+            metrics["r1"] = r1_penalty(real, x_real)
+            loss_d = loss_d + 0.5 * self.r1_gamma * self.r1_interval * metrics["r1"]
+        metrics = {k: v.detach() for k, v in metrics.items()}
+        self.monitor.record("d_loss", loss_d, metrics.get("d_acc"))
+        yield LossTerm("d_loss", loss_d, "d", metrics)
+        # 3. generator term; D's weights are frozen while its graph is built, so only G gets gradients
+        if train_g:
+            with frozen(self.D):
+                fake = self.critic(x_fake)
+            loss_g = self.objective.g(fake)
+            self.monitor.record("g_loss", loss_g)
+            yield LossTerm("g_loss", loss_g, "g")
+        self.monitor.end_step(step + 1)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x = G(z), z ~ N(0, I); in eval mode with G's standing batch-norm statistics, so every image
+        depends on its own z only, whatever n."""
+        if not self.G.training:
+            standing_statistics(self.G, self.latent_dim, self.standing_stats)
+        z = randn((n, self.latent_dim), generator, self.device)
+        return self.G(z).clamp(-1, 1)
+
+    @torch.no_grad()
+    def diagnostic_images(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Rows of G along straight lines between pairs of latents: smooth rows mean G did not memorise."""
+        rows, steps = 8, 8
+        z0, z1 = randn((2, rows, 1, self.latent_dim), generator, self.device)
+        t = torch.linspace(0, 1, steps, device=self.device)[None, :, None]  # (1, steps, 1)
+        z = (1 - t) * z0 + t * z1  # (rows, steps, latent_dim)
+        if not self.G.training:
+            standing_statistics(self.G, self.latent_dim, self.standing_stats)
+        return {"interpolations": self.G(z.reshape(rows * steps, -1)).clamp(-1, 1)}
+
+    def sampling_info(self) -> dict[str, object]:
+        return {"sampler": "generator", "nfe": 1, "latent_dim": self.latent_dim, "standing_stats": self.standing_stats}

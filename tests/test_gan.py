@@ -1,0 +1,403 @@
+"""The GAN family: which parameters each term moves, the losses' signs and values on hand-made logits,
+the penalties against closed forms, spectral norm, DiffAugment, the collapse warning, a few-step run
+of every loss through the Trainer, and exact resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genbench.checkpoint import load_checkpoint, load_model
+from genbench.models.base import randn
+from genbench.models.gan import (GAN, OBJECTIVES, CollapseMonitor, augment_color, augment_cutout, augment_translation,
+                                 gradient_penalty, interpolate, r1_penalty, standing_statistics)
+from genbench.networks.dcgan import Discriminator, Generator
+from genbench.train import train
+from tests.conftest import tiny_overrides
+
+LOSSES = list(OBJECTIVES)
+
+
+def tiny_gan(image_size: int = 16, d_norm: str = "none", **kwargs) -> GAN:
+    def generator(image_shape, latent_dim):
+        return Generator(image_shape, latent_dim, width=4)
+
+    def discriminator(image_shape):
+        return Discriminator(image_shape, width=4, norm=d_norm)
+
+    return GAN((1, image_size, image_size), generator, discriminator, latent_dim=8, **kwargs)
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> set[str]:
+    return {k for k, v in module.named_parameters() if not torch.equal(before[k], v)}
+
+
+# ---- the two terms ---------------------------------------------------------------------------
+def grads(module: torch.nn.Module) -> list[torch.Tensor | None]:
+    return [None if p.grad is None else p.grad.clone() for p in module.parameters()]
+
+
+def same(a: list[torch.Tensor | None], b: list[torch.Tensor | None]) -> bool:
+    return all((x is None and y is None) or (x is not None and y is not None and torch.equal(x, y)) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("d_norm", ["none", "batch"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_d_term_moves_only_d_and_g_term_only_g(loss, d_norm):
+    """Run the terms as the Trainer does (zero_grad(set_to_none) on the term's own optimizer, backward,
+    step, in order) and check which parameters each step moved, and that neither backward touched the
+    other network's gradients (which the Trainer leaves in place until that network's own zero_grad)."""
+    torch.manual_seed(0)
+    model = tiny_gan(loss=loss, d_norm=d_norm, n_critic=1, r1_gamma=1.0, r1_interval=1)
+    opts = model.optimizers(lambda params, **kw: torch.optim.Adam(params, **{"lr": 1e-2, **kw}))
+    x = torch.rand(8, 1, 16, 16) * 2 - 1
+    for _ in range(2):  # the second round starts with the grads the first left behind
+        terms = model.training_losses(x)
+        d_term = next(terms)
+        assert d_term.optimizer == "d"
+        g_before, d_before, g_grads = snapshot(model.G), snapshot(model.D), grads(model.G)
+        opts["d"].zero_grad(set_to_none=True)
+        d_term.loss.backward()
+        assert same(grads(model.G), g_grads)  # D's backward reached no G parameter
+        opts["d"].step()
+        assert not changed(g_before, model.G) and changed(d_before, model.D)
+
+        g_term = next(terms)
+        assert g_term.optimizer == "g"
+        g_before, d_before, d_grads = snapshot(model.G), snapshot(model.D), grads(model.D)
+        opts["g"].zero_grad(set_to_none=True)
+        g_term.loss.backward()
+        assert same(grads(model.D), d_grads)  # G's backward reached no D parameter
+        opts["g"].step()
+        assert not changed(d_before, model.D) and changed(g_before, model.G)
+        assert next(terms, None) is None
+
+
+def test_n_critic_trains_g_every_nth_step_and_counts_in_a_buffer():
+    model = tiny_gan(n_critic=3)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    names = [[t.optimizer for t in model.training_losses(x)] for _ in range(6)]
+    assert names == [["d"], ["d"], ["d", "g"], ["d"], ["d"], ["d", "g"]]
+    assert model.state_dict()["num_d_steps"].item() == 6  # saved with the model, so resume is exact
+    assert tiny_gan(loss="wgan_gp").n_critic == 5 and tiny_gan(loss="wgan_gp").gp_lambda == 10.0  # Gulrajani et al.
+    assert tiny_gan(loss="hinge").n_critic == 1 and tiny_gan(loss="hinge").gp_lambda == 0.0
+
+
+def test_optimizers_split_the_parameters_and_take_ttur_overrides():
+    model = tiny_gan(lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9))
+    opts = model.optimizers(lambda params, **kw: torch.optim.Adam(params, **{"lr": 2e-4, "betas": (0.9, 0.999), **kw}))
+    ids = {k: {id(p) for g in o.param_groups for p in g["params"]} for k, o in opts.items()}
+    assert ids["d"] == {id(p) for p in model.D.parameters()} and ids["g"] == {id(p) for p in model.G.parameters()}
+    assert opts["g"].param_groups[0]["lr"] == 1e-4 and opts["d"].param_groups[0]["lr"] == 4e-4
+    assert opts["g"].param_groups[0]["betas"] == (0.0, 0.9)
+    plain = tiny_gan(betas=None).optimizers(lambda params, **kw: torch.optim.Adam(params, **{"lr": 2e-4, **kw}))
+    assert plain["d"].param_groups[0]["lr"] == 2e-4 and plain["d"].param_groups[0]["betas"] == (0.9, 0.999)
+
+
+# ---- the losses on hand-made logits -----------------------------------------------------------
+def test_losses_match_their_formulas():
+    r, f = torch.tensor([2.0, -0.5, 0.3]), torch.tensor([-1.5, 0.7, 0.0])
+    sig = torch.sigmoid
+    # eq. 1 with D = sigmoid(l), against torch's BCE as an independent reference
+    bce = F.binary_cross_entropy_with_logits(r, torch.ones(3)) + F.binary_cross_entropy_with_logits(f, torch.zeros(3))
+    for name in ("minimax", "nonsaturating"):
+        assert torch.allclose(OBJECTIVES[name].d(r, f), bce)
+        assert torch.allclose(OBJECTIVES[name].d(r, f), -(sig(r).log().mean() + (1 - sig(f)).log().mean()))
+    assert torch.allclose(OBJECTIVES["minimax"].g(f), (1 - sig(f)).log().mean())  # G minimises log(1 - D(G(z)))
+    assert torch.allclose(OBJECTIVES["nonsaturating"].g(f), -sig(f).log().mean())  # G maximises log D(G(z))
+    assert torch.allclose(OBJECTIVES["hinge"].d(r, f), ((1 - r).clamp(min=0).mean() + (1 + f).clamp(min=0).mean()))
+    assert torch.allclose(OBJECTIVES["hinge"].g(f), -f.mean())
+    assert torch.allclose(OBJECTIVES["wgan_gp"].d(r, f), f.mean() - r.mean())
+    assert torch.allclose(OBJECTIVES["wgan_gp"].g(f), -f.mean())
+    assert torch.allclose(OBJECTIVES["lsgan"].d(r, f), 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean())
+    assert torch.allclose(OBJECTIVES["lsgan"].g(f), 0.5 * ((f - 1) ** 2).mean())
+    # values at the undecided D: log 4 for D (Goodfellow et al. Theorem 1 gives -log 4 for the game)
+    zero = torch.zeros(4)
+    assert OBJECTIVES["minimax"].d(zero, zero).item() == pytest.approx(math.log(4))
+    assert OBJECTIVES["minimax"].g(zero).item() == pytest.approx(-math.log(2))
+    assert OBJECTIVES["hinge"].d(zero, zero).item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_loss_signs(loss):
+    """A D that scores real high and fake low has the lower D loss; G's loss falls as D rates its fakes
+    more real; and D's gradient pushes real logits up and fake logits down."""
+    obj = OBJECTIVES[loss]
+    high, low = torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.2])
+    assert obj.d(high, low) < obj.d(low, high)
+    assert obj.g(high) < obj.g(low)
+    r, f = torch.full((3,), 0.5, requires_grad=True), torch.full((3,), 0.5, requires_grad=True)
+    obj.d(r, f).backward()
+    assert (r.grad < 0).all() and (f.grad > 0).all()  # gradient descent raises D(x), lowers D(G(z))
+    f = torch.full((3,), 0.5, requires_grad=True)
+    obj.g(f).backward()
+    assert (f.grad < 0).all()  # gradient descent on G raises D(G(z))
+
+
+def test_hinge_margins_and_minimax_saturation():
+    assert OBJECTIVES["hinge"].d(torch.tensor([1.5]), torch.tensor([-2.0])).item() == 0.0  # beyond the margins
+    # eq. 1's G loss saturates where D confidently rejects the fakes; the non-saturating one does not
+    f = torch.tensor([-8.0], requires_grad=True)
+    OBJECTIVES["minimax"].g(f).backward()
+    saturated = f.grad.abs().item()
+    f.grad = None
+    OBJECTIVES["nonsaturating"].g(f).backward()
+    assert saturated < 1e-3 < f.grad.abs().item()
+
+
+# ---- penalties against closed forms ------------------------------------------------------------
+def test_gradient_penalty_closed_form():
+    """D(x) = w <a, x> has grad w a everywhere: GP = (|w| ||a|| - 1)^2, with dGP/dw = 2 (|w| ||a|| - 1) ||a|| sign(w).
+    D(x) = ||x||^2 / 2 has grad x: GP = mean_i (||x_hat_i|| - 1)^2."""
+    torch.manual_seed(0)
+    a = torch.randn(1, 2, 3, 3)
+    w = torch.tensor(0.7, requires_grad=True)
+    x_hat = torch.randn(5, 2, 3, 3)
+    gp = gradient_penalty(lambda x: w * (a * x).sum(dim=(1, 2, 3)), x_hat)
+    norm = a.norm().item()
+    assert gp.item() == pytest.approx((0.7 * norm - 1) ** 2, rel=1e-5)
+    gp.backward()
+    assert w.grad.item() == pytest.approx(2 * (0.7 * norm - 1) * norm, rel=1e-5)
+    gp = gradient_penalty(lambda x: 0.5 * x.pow(2).sum(dim=(1, 2, 3)), x_hat)
+    assert gp.item() == pytest.approx(((x_hat.flatten(1).norm(dim=1) - 1) ** 2).mean().item(), rel=1e-5)
+
+
+def test_interpolate_lies_on_the_segment():
+    x, y = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
+    x_hat = interpolate(x, y)
+    eps = ((x_hat - y) / (x - y)).flatten(1)  # the same eps for every pixel of an image
+    assert torch.allclose(eps, eps[:, :1].expand_as(eps), atol=1e-4)
+    assert bool((eps >= 0).all() and (eps <= 1).all())
+
+
+def test_r1_closed_form():
+    """R1 = E ||grad_x D(x)||^2: ||a||^2 for D(x) = <a, x>, mean_i ||x_i||^2 for D(x) = ||x||^2 / 2."""
+    a, x = torch.randn(1, 1, 4, 4), torch.randn(3, 1, 4, 4).requires_grad_(True)
+    assert r1_penalty((a * x).sum(dim=(1, 2, 3)), x).item() == pytest.approx(a.pow(2).sum().item(), rel=1e-5)
+    assert r1_penalty(0.5 * x.pow(2).sum(dim=(1, 2, 3)), x).item() == pytest.approx(x.pow(2).sum().item() / 3, rel=1e-5)
+
+
+def test_lazy_r1_and_gp_enter_the_d_term():
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    model = tiny_gan(r1_gamma=1.0, r1_interval=2)
+    has_r1 = ["r1" in next(model.training_losses(x)).metrics for _ in range(4)]
+    assert has_r1 == [True, False, True, False]
+    d = next(tiny_gan(loss="wgan_gp", spectral_norm=False).training_losses(x))
+    assert {"gp", "wasserstein", "d_real", "d_fake"} <= set(d.metrics) and "d_acc" not in d.metrics
+    assert d.metrics["wasserstein"].item() == pytest.approx((d.metrics["d_real"] - d.metrics["d_fake"]).item())
+
+
+# ---- spectral norm -----------------------------------------------------------------------------
+def test_spectral_norm_keeps_d_layers_near_unit_norm():
+    torch.manual_seed(0)
+    model = tiny_gan(spectral_norm=True)
+    layers = [m for m in model.D.modules() if hasattr(m, "parametrizations")]
+    assert len(layers) == 3  # every conv of the 16x16 DCGAN discriminator: 16 -> 8 -> 4 -> 1
+    with torch.no_grad():
+        for m in layers:
+            m.parametrizations.weight.original.mul_(25.0)  # far from unit norm before normalisation
+        for _ in range(30):  # one power iteration per training-mode forward
+            model.D(torch.randn(2, 1, 16, 16))
+    model.D.eval()
+    for m in layers:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
+        raw = torch.linalg.matrix_norm(m.parametrizations.weight.original.detach().flatten(1), ord=2).item()
+        assert sigma == pytest.approx(1.0, abs=0.05) and raw > 2
+    assert not any(hasattr(m, "parametrizations") for m in tiny_gan(spectral_norm=False).D.modules())
+
+
+# ---- DiffAugment -------------------------------------------------------------------------------
+def test_translation_shifts_each_image_with_zero_fill():
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 16, 16) + 1  # no zeros of its own
+    out = augment_translation(x)
+    padded = F.pad(x, (2, 2, 2, 2))
+    for i in range(8):
+        shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                  if torch.equal(out[i], padded[i, :, 2 + dy : 18 + dy, 2 + dx : 18 + dx])]
+        assert len(shifts) == 1
+
+
+def test_cutout_and_color_keep_shape_and_gradient():
+    torch.manual_seed(0)
+    x = (torch.rand(8, 1, 16, 16) + 1).requires_grad_(True)
+    cut = augment_cutout(x)
+    zeros = (cut == 0).flatten(1).sum(1)
+    assert bool((zeros > 0).all() and (zeros <= 64).all())  # at most an 8x8 square of a 16x16 image
+    (cut.sum() + augment_color(x).sum()).backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+    with pytest.raises(ValueError, match="model.diff_augment"):
+        tiny_gan(diff_augment=["rotate"])
+
+
+# ---- networks, sampling, monitor ---------------------------------------------------------------
+@pytest.mark.parametrize("size", [32, 64])
+def test_dcgan_shapes(size):
+    G, D = Generator((1, size, size), 16, width=4), Discriminator((1, size, size), width=4, norm="batch")
+    x = G(torch.randn(3, 16))
+    assert x.shape == (3, 1, size, size) and bool((x.abs() <= 1).all()) and D(x).shape == (3,)
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in G.modules()) == int(math.log2(size)) - 1
+
+
+def test_dcgan_rejects_bad_sizes_and_norms():
+    with pytest.raises(ValueError, match="data.image_size"):
+        Generator((1, 28, 28))
+    with pytest.raises(ValueError, match="model.generator.norm"):
+        Generator((1, 32, 32), norm="layer")
+    with pytest.raises(ValueError, match="model.loss"):
+        tiny_gan(loss="wgan")
+
+
+def test_sample_is_seeded_and_in_range():
+    model = tiny_gan().eval()
+    a = model.sample(5, generator=torch.Generator().manual_seed(3))
+    b = model.sample(5, generator=torch.Generator().manual_seed(3))
+    assert a.shape == (5, 1, 16, 16) and torch.equal(a, b) and bool((a.abs() <= 1).all())
+    assert model.diagnostic_images(a)["interpolations"].shape == (64, 1, 16, 16)
+    assert model.bits_per_dim(torch.zeros(2, 1, 16, 16, dtype=torch.uint8)) == {}
+
+
+def test_standing_statistics_are_g_own_batch_norm_statistics():
+    """After the standing pass, G's first batch-norm layer holds the mean of its inputs over the fixed
+    latents and the average of the per-batch (unbiased) variances, and an eval-mode image no longer
+    depends on the rest of its batch."""
+    torch.manual_seed(0)
+    model = tiny_gan(standing_stats=256)
+    model.G.main[1].running_mean.fill_(5.0)  # stale statistics, as the EMA copy inherits them
+    model.eval()
+    standing_statistics(model.G, 8, 256, batch_size=128, seed=0)
+    z = randn((256, 8), torch.Generator().manual_seed(0), torch.device("cpu"))
+    with torch.no_grad():
+        h = model.G.main[0](z[:, :, None, None])  # the input of the first batch norm, (256, C, 4, 4)
+    bn = model.G.main[1]
+    assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2, 3)), atol=1e-6)
+    var = (h[:128].var(dim=(0, 2, 3)) + h[128:].var(dim=(0, 2, 3))) / 2
+    assert torch.allclose(bn.running_var, var, rtol=1e-4)
+    model.sample(1)
+    assert not model.G.training
+    with torch.no_grad():
+        z = torch.randn(9, 8)
+        assert torch.allclose(model.G(z[:3]), model.G(z)[:3], atol=1e-6)  # equal up to float summation order
+
+
+def test_collapse_monitor_warns_on_saturation_and_flat_losses(caplog):
+    monitor = CollapseMonitor(every=10, max_accuracy=0.99)
+
+    def steps(d_loss, g_loss, accuracy):
+        for step in range(10):
+            monitor.record("d_loss", torch.tensor(d_loss(step)), torch.tensor(accuracy))
+            monitor.record("g_loss", torch.tensor(g_loss(step)))
+            monitor.end_step(step + 1)
+
+    with caplog.at_level(logging.WARNING, logger="genbench.models.gan"):
+        steps(lambda s: 1.0 + 0.1 * (-1) ** s, lambda s: 0.5 + 0.1 * (-1) ** s, 0.6)  # healthy: D near chance, noisy losses
+        assert not caplog.records
+        steps(lambda s: 0.0, lambda s: 5.0, 1.0)  # D right every time, losses frozen
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "saturated" in text and "have not moved" in text
+
+
+# ---- configs and the Trainer --------------------------------------------------------------------
+@pytest.mark.parametrize("option", ["gan", "dcgan", "wgan_gp", "sngan"])
+def test_every_gan_config_composes_and_builds(compose_cfg, option):
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg("train", [f"model={option}", "model.generator.width=8", "model.discriminator.width=8"])
+    model = instantiate(cfg.model, image_shape=(1, 32, 32), _convert_="all")
+    assert isinstance(model, GAN) and model.loss == cfg.model.loss
+    assert model.eval().sample(2).shape == (2, 1, 32, 32)
+
+
+
+def test_gan_experiment_overlay(compose_cfg):
+    cfg = compose_cfg("train", ["experiment=gan"])
+    assert cfg.model._target_ == "genbench.models.gan.GAN" and cfg.trainer.batch_size == 64 and cfg.trainer.grad_clip is None
+
+
+def gan_overrides(data_root: Path, *extra: str) -> list[str]:
+    base = [o if o != "experiment=tiny" else "experiment=tiny_gan" for o in tiny_overrides(data_root)]
+    return ["model=gan", *base, *extra]
+
+
+@pytest.mark.parametrize("variant", [["model.loss=minimax"], ["model.loss=nonsaturating", "model.generator.norm=none"],
+                                     ["model.loss=hinge", "model.spectral_norm=true", "model.discriminator.norm=none",
+                                      "model.diff_augment=[color,translation,cutout]"],
+                                     ["model=wgan_gp"], ["model.loss=lsgan", "model.r1_gamma=1", "model.r1_interval=2"]],
+                         ids=["minimax", "nonsaturating", "hinge", "wgan_gp", "lsgan"])
+def test_few_step_run_of_each_loss(compose_cfg, mnist_root: Path, tmp_path: Path, variant):
+    cfg = compose_cfg("train", gan_overrides(mnist_root, *variant, "trainer.max_steps=5"))
+    train(cfg, str(tmp_path / "run"))
+    state = load_checkpoint(tmp_path / "run")
+    assert state["step"] == 5 and set(state["optimizers"]) == {"d", "g"}
+    model, _ = load_model(tmp_path / "run")
+    images = model.sample(4, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (4, 1, 16, 16) and bool(torch.isfinite(images).all())
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_resume_is_bit_identical(compose_cfg, mnist_root: Path, tmp_path: Path):
+    """6 steps in one go == 3 steps, then the same command with max_steps=6 in the same run dir; with
+    n_critic, lazy R1, spectral norm's power iterations and DiffAugment all carrying state or noise."""
+    extra = ["model.n_critic=2", "model.r1_gamma=1", "model.r1_interval=2", "model.diff_augment=[color,translation,cutout]"]
+
+    def run(name: str, steps: int) -> dict:
+        train(compose_cfg("train", gan_overrides(mnist_root, *extra, f"trainer.max_steps={steps}")), str(tmp_path / name))
+        return load_checkpoint(tmp_path / name)
+
+    full = run("full", 6)
+    run("split", 3)
+    resumed = run("split", 6)
+    for key in ("model", "ema"):
+        assert full[key].keys() == resumed[key].keys()
+        for k in full[key]:
+            assert torch.equal(full[key][k], resumed[key][k]), (key, k)
+    assert full["model"]["num_d_steps"].item() == 6
+    for name in ("d", "g"):
+        for i, s in full["optimizers"][name]["state"].items():
+            for k, v in s.items():
+                assert torch.equal(v, resumed["optimizers"][name]["state"][i][k]), (name, i, k)
+    # a different seed really gives different weights, so the comparison above can fail
+    train(compose_cfg("train", gan_overrides(mnist_root, *extra, "trainer.max_steps=6", "seed=1")), str(tmp_path / "other"))
+    other = load_checkpoint(tmp_path / "other")
+    assert not torch.equal(other["model"]["G.main.0.weight"], full["model"]["G.main.0.weight"])
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_resnet_pair_shapes(size):
+    from genbench.networks import resnet_gan
+
+    G, D = resnet_gan.Generator((1, size, size), 16, width=8), resnet_gan.Discriminator((1, size, size), width=8)
+    x = G(torch.randn(3, 16))
+    assert x.shape == (3, 1, size, size) and D(x).shape == (3,)
+
+
+def test_bench_recipe_plumbing():
+    """scripts/bench_gan.py's reimplementation of the pytorch/examples recipe: its networks' shapes, a
+    few steps of its loop, and sampling in both batch-norm modes without moving G's statistics."""
+    import importlib.util
+
+    from genbench.data import ImageData
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_gan.py"
+    spec = importlib.util.spec_from_file_location("bench_gan", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    data = ImageData("tiny", torch.randint(0, 256, (128, 1, 32, 32), dtype=torch.uint8), None)
+    G, run = bench.train_recipe(data, budget=60.0, seed=0, max_steps=3)
+    assert run["steps"] == 3 and run["images_seen"] == 192
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    for mode in ("train", "eval"):
+        images = bench.recipe_samples(G, 70, seed=1, batch_norm_mode=mode)
+        assert images.shape == (70, 1, 32, 32) and images.dtype == torch.uint8
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in state.items())
+    assert bench.RecipeDiscriminator()(torch.zeros(2, 1, 32, 32)).shape == (2,)
