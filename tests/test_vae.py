@@ -1,0 +1,291 @@
+"""VAE: the math against torch.distributions and float64 references, the IWAE bound's identities,
+a few training steps per likelihood through the real configs, and exact resume."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from genbench.checkpoint import load_checkpoint, load_model
+from genbench.models.vae import (
+    VAE, active_units, bernoulli_log_prob, discretized_gaussian_log_prob, discretized_logistic_log_prob,
+    gaussian_kl, log_normal,
+)
+from genbench.networks.vae import Decoder, Encoder
+from genbench.train import train
+
+LEVELS = torch.linspace(-1, 1, 256)  # the 256 values of 8-bit data in [-1, 1]
+DISCRETIZED = {"discretized_logistic": discretized_logistic_log_prob, "gaussian": discretized_gaussian_log_prob}
+CDF = {"discretized_logistic": torch.sigmoid, "gaussian": torch.special.ndtr}
+
+
+def tiny_vae(**kwargs) -> VAE:
+    """An untrained VAE on 8x8 images with a 4-dimensional latent."""
+    return VAE((1, 8, 8), partial(Encoder, widths=(8, 16)), partial(Decoder, widths=(8, 16)), **{"latent_dim": 4, **kwargs})
+
+
+def grey_images(n: int, seed: int = 0) -> torch.Tensor:
+    """(n, 1, 8, 8) uint8: smooth blobs on a black background, like the padded Fashion-MNIST borders."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    centre = 2 + 4 * torch.rand(n, 2, 1, 1, generator=g)
+    blob = torch.exp(-((yy - centre[:, :1]) ** 2 + (xx - centre[:, 1:]) ** 2) / 4)  # (n, 1, 8, 8)
+    return (255 * blob * (blob > 0.2)).round().to(torch.uint8)
+
+
+# ---- the math ----------------------------------------------------------------------------------
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu, log_var = 2 * torch.randn(64, 16, generator=g), 3 * torch.randn(64, 16, generator=g)
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * log_var))
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    torch.testing.assert_close(gaussian_kl(mu, log_var), torch.distributions.kl_divergence(q, p), rtol=1e-5, atol=1e-5)
+
+
+def test_log_normal_matches_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    z, mu, log_var = torch.randn(3, 32, 8, generator=g).unbind(0)
+    expected = torch.distributions.Normal(mu, torch.exp(0.5 * log_var)).log_prob(z).sum(-1)
+    torch.testing.assert_close(log_normal(z, mu, log_var), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_flow_through_the_reparameterization():
+    # dz/dmu = 1 and dz/dlog_var = sigma * eps / 2 for z = mu + sigma * eps (Kingma & Welling, Sec. 2.4)
+    mu = torch.randn(5, 3, requires_grad=True)
+    log_var = torch.randn(5, 3, requires_grad=True)
+    eps = torch.randn(5, 3)
+    VAE.reparameterize(mu, log_var, eps).sum().backward()
+    torch.testing.assert_close(mu.grad, torch.ones_like(mu))
+    torch.testing.assert_close(log_var.grad, 0.5 * torch.exp(0.5 * log_var.detach()) * eps)
+    # in the model: the reconstruction term alone reaches every encoder parameter through z
+    torch.manual_seed(0)
+    model = tiny_vae()
+    x = grey_images(4).float() / 127.5 - 1
+    mu, log_var = model.encode(x)
+    z = model.reparameterize(mu, log_var, torch.randn_like(mu))
+    (-model.log_px(x, *model.decode(z)).mean()).backward()
+    for name, p in model.encoder.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+EXTREMES = [(mu, log_s) for mu in (-1.5, -1.0, -0.3, 0.0, 0.9996, 1.0, 3.0) for log_s in (-7.0, -4.0, -1.0, 0.0, 3.0)]
+
+
+@pytest.mark.parametrize("likelihood", DISCRETIZED)
+def test_discretized_likelihood_sums_to_one_over_the_256_levels(likelihood):
+    mu, log_s = torch.tensor(EXTREMES).T  # (P,) each, from a sharp peak on a bin edge to nearly flat
+    log_p = DISCRETIZED[likelihood](LEVELS[:, None], mu, log_s)  # (256, P)
+    torch.testing.assert_close(log_p.double().logsumexp(0), torch.zeros(len(mu), dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("likelihood", DISCRETIZED)
+def test_discretized_likelihood_matches_float64_cdf_differences(likelihood):
+    mu, log_s = torch.tensor(EXTREMES).T
+    x = (torch.arange(256, dtype=torch.float64) / 127.5 - 1)[:, None]  # the exact levels k / 127.5 - 1
+    s, cdf = log_s.double().exp(), CDF[likelihood]
+    upper = torch.where(x > 1 - 1e-6, math.inf, x + 1 / 255)
+    lower = torch.where(x < -1 + 1e-6, -math.inf, x - 1 / 255)
+    # each bin from the side of the distribution its mass lies in, where the float64 CDF is accurate
+    below = cdf((upper - mu.double()) / s) - cdf((lower - mu.double()) / s)
+    above = cdf((mu.double() - lower) / s) - cdf((mu.double() - upper) / s)
+    reference = torch.where(x <= mu.double(), below, above).log()
+    log_p = DISCRETIZED[likelihood](LEVELS[:, None], mu, log_s).double()
+    kept = reference > -20  # below e^-20 the float64 reference itself runs out of digits
+    torch.testing.assert_close(log_p[kept], reference[kept], rtol=1e-4, atol=1e-5)  # the logistic's is float32
+
+
+def test_bernoulli_puts_all_mass_on_the_two_extreme_levels():
+    logits = torch.linspace(-30, 30, 13)
+    total = bernoulli_log_prob(torch.ones(13), logits).exp() + bernoulli_log_prob(-torch.ones(13), logits).exp()
+    torch.testing.assert_close(total, torch.ones(13))
+
+
+@pytest.mark.parametrize("likelihood", DISCRETIZED)
+def test_decoder_mean_is_the_median_of_the_binned_distribution(likelihood):
+    # at the level m shown, P(x < m) <= 1/2 <= P(x <= m)
+    model = tiny_vae(likelihood=likelihood)
+    mu, log_s = torch.tensor(EXTREMES).T
+    shown = model.decoder_mean(mu.view(1, -1, 1, 1), log_s.view(1, -1, 1, 1)).flatten()
+    k = torch.round((shown + 1) * 127.5).long()  # (P,) level index
+    cdf = DISCRETIZED[likelihood](LEVELS[:, None], mu, log_s).double().exp().cumsum(0)  # (256, P)
+    at = cdf.gather(0, k[None])[0]
+    below = torch.where(k > 0, cdf.gather(0, (k - 1).clamp(min=0)[None])[0], torch.zeros_like(at))
+    assert bool((below <= 0.5 + 1e-6).all() and (at >= 0.5 - 1e-6).all())
+
+
+@pytest.mark.parametrize("likelihood", DISCRETIZED)
+def test_decoder_sample_draws_from_the_binned_distribution(likelihood):
+    model = tiny_vae(likelihood=likelihood)
+    mu, log_s, n = 0.9, -3.5, 40_000  # mass over a dozen levels, some of it in the top (open) bin
+    loc, log_scale = torch.full((n, 1, 1, 1), mu), torch.full((n, 1, 1, 1), log_s)
+    x = model.decoder_sample(loc, log_scale, torch.Generator().manual_seed(0)).flatten()
+    counts = torch.bincount(torch.round((x + 1) * 127.5).long(), minlength=256).double() / n
+    expected = DISCRETIZED[likelihood](LEVELS, torch.tensor(mu), torch.tensor(log_s)).double().exp()
+    assert (counts - expected).abs().max() < 4 * math.sqrt(0.25 / n)
+
+
+def test_active_units_counts_dimensions_whose_posterior_mean_varies():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(1000, 5, generator=g) * torch.tensor([1.0, 0.5, 0.2, 0.05, 0.0])  # variances 1, .25, .04, .0025, 0
+    assert int(active_units(mu)) == 3
+
+
+# ---- the IWAE bound (Burda et al. 2016) --------------------------------------------------------
+def test_iwae_with_one_sample_equals_the_one_sample_elbo():
+    torch.manual_seed(0)
+    model = tiny_vae().eval()
+    x = grey_images(16).float() / 127.5 - 1
+    l_1 = model.iwae_bound(x, 1, torch.Generator().manual_seed(7))
+    with torch.no_grad():  # Kingma & Welling eq. 6: log p(x|z) + log p(z) - log q(z|x) at one z
+        mu, log_var = model.encode(x)
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(7))
+        z = model.reparameterize(mu, log_var, eps)
+        elbo = model.log_px(x, *model.decode(z)) + log_normal(z, 0 * mu, 0 * mu) - log_normal(z, mu, log_var)
+    torch.testing.assert_close(l_1, elbo, rtol=1e-6, atol=1e-4)
+
+
+def test_iwae_with_one_sample_agrees_on_average_with_the_analytic_kl_elbo():
+    # Their difference, log p(z) - log q(z|x) + KL, has mean zero; a wrong log q or KL would show here.
+    torch.manual_seed(0)
+    model = tiny_vae().eval()
+    x = (grey_images(16).float() / 127.5 - 1).repeat(250, 1, 1, 1)
+    log_px, kl = model.elbo(x, torch.Generator().manual_seed(1))
+    diff = model.iwae_bound(x, 1, torch.Generator().manual_seed(2)) - (log_px - kl)
+    assert diff.mean().abs() < 4 * diff.std() / math.sqrt(len(diff))
+
+
+def test_iwae_bound_is_non_decreasing_in_k():
+    torch.manual_seed(0)
+    model = tiny_vae().eval()
+    with torch.no_grad():  # a decoder that depends strongly on z, so q (near the prior) is a poor proposal
+        model.decoder.stem[0].weight.mul_(10)
+    x = (grey_images(16).float() / 127.5 - 1).repeat(8, 1, 1, 1)
+    bounds = [model.iwae_bound(x, k, torch.Generator().manual_seed(k)).mean().item() for k in (1, 4, 16, 64)]
+    assert bounds == sorted(bounds) and bounds[-1] > bounds[0] + 1.0, bounds
+
+
+def test_bits_per_dim_reports_elbo_terms_and_iwae_in_bits_per_dim():
+    torch.manual_seed(0)
+    model = tiny_vae(iwae_k=8).eval()
+    x = grey_images(6)
+    bpd = model.bits_per_dim(x, torch.Generator().manual_seed(3))
+    assert set(bpd) == {"elbo", "elbo_recon", "elbo_kl", "iwae_k8"}
+    assert all(v.shape == (6,) and bool(torch.isfinite(v).all()) for v in bpd.values())
+    torch.testing.assert_close(bpd["elbo"], bpd["elbo_recon"] + bpd["elbo_kl"])
+    log_px, kl = model.elbo(x.float() / 127.5 - 1, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(bpd["elbo"], -(log_px - kl) / (64 * math.log(2)))
+    assert bool((bpd["elbo_kl"] >= 0).all()) and bool((bpd["iwae_k8"] <= bpd["elbo"] + 0.05).all())
+
+
+# ---- training options --------------------------------------------------------------------------
+def test_bernoulli_refuses_grey_data_and_binarizes_on_request():
+    x = grey_images(4).float() / 127.5 - 1
+    with pytest.raises(ValueError, match="binarize=true"):
+        next(tiny_vae(likelihood="bernoulli").training_losses(x))
+    with pytest.raises(ValueError, match="binary data"):
+        tiny_vae(likelihood="bernoulli").bits_per_dim(grey_images(2))
+    term = next(tiny_vae(likelihood="bernoulli", binarize=True).training_losses(x))
+    assert torch.isfinite(term.loss)
+    assert set(tiny_vae(likelihood="bernoulli", binarize=True).bits_per_dim(grey_images(2), None)) == {
+        "elbo_binarized", "elbo_recon_binarized", "elbo_kl_binarized", "iwae_k64_binarized"}
+    binary = torch.where(x > 0, 1.0, -1.0)  # already binary: accepted as it is
+    assert torch.isfinite(next(tiny_vae(likelihood="bernoulli").training_losses(binary)).loss)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"likelihood": "poisson"}, "discretized_logistic, gaussian, bernoulli"),
+    ({"scale": "per_channel"}, "learned, fixed"),
+    ({"sample_mode": "mode"}, "mean, sample"),
+    ({"binarize": True}, "only applies to model.likelihood=bernoulli"),
+    ({"beta": -1.0}, "model.beta"),
+])
+def test_bad_options_raise_one_line_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_vae(**kwargs)
+
+
+def test_kl_warmup_counts_steps_in_a_buffer():
+    model = tiny_vae(beta=2.0, kl_warmup_steps=4)
+    x = grey_images(4).float() / 127.5 - 1
+    weights = [next(model.training_losses(x)).metrics["kl_weight"].item() for _ in range(6)]
+    assert weights == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0, 2.0])
+    assert int(model.steps_done) == 6 and "steps_done" in model.state_dict()
+
+
+def test_free_bits_clamps_each_dimension_kl_from_below():
+    x = grey_images(8).float() / 127.5 - 1
+    torch.manual_seed(0)
+    plain = tiny_vae(beta=0.0)
+    clamped = tiny_vae(free_bits=100.0)  # far above any KL of this untrained model: the KL adds a constant
+    clamped.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    loss_plain = next(plain.training_losses(x)).loss
+    torch.manual_seed(1)
+    term = next(clamped.training_losses(x))
+    assert term.metrics["kl_bpd"] < 100.0 / (64 * math.log(2))
+    torch.testing.assert_close(term.loss - loss_plain, torch.tensor(4 * 100.0 / (64 * math.log(2))))
+
+
+# ---- the real configs, trained a few steps -----------------------------------------------------
+def vae_overrides(data_root: Path, steps: int, *extra: str) -> list[str]:
+    return ["model=vae", "experiment=tiny_vae", "data=mnist", f"data.root={data_root}", "data.image_size=16",
+            f"trainer.max_steps={steps}", "trainer.batch_size=8", "trainer.checkpoint_every=2", "trainer.sample_every=0",
+            "trainer.log_every=2", "trainer.device=cpu", "trainer.progress=false", "~eval", *extra]
+
+
+@pytest.mark.parametrize("options", [
+    [], ["model.likelihood=gaussian"], ["model.likelihood=gaussian", "model.scale=fixed"],
+    ["model.likelihood=bernoulli", "model.binarize=true"],
+    ["model.sample_mode=sample", "model.kl_warmup_steps=3", "model.free_bits=0.5"],
+])
+def test_every_vae_config_composes_and_instantiates(compose_cfg, options):
+    cfg = compose_cfg("train", ["model=vae", *options])
+    model = instantiate(cfg.model, image_shape=(1, 32, 32), _convert_="all")
+    assert isinstance(model, VAE) and model.decoder(torch.zeros(2, model.latent_dim)).shape[-2:] == (32, 32)
+
+
+@pytest.mark.parametrize("likelihood", ["discretized_logistic", "gaussian", "bernoulli"])
+def test_smoke_train_then_sample_score_and_reload(compose_cfg, mnist_root, tmp_path, likelihood):
+    extra = [f"model.likelihood={likelihood}"] + (["model.binarize=true"] if likelihood == "bernoulli" else [])
+    train(compose_cfg("train", vae_overrides(mnist_root, 4, *extra)), str(tmp_path / "run"))
+    model, state = load_model(tmp_path / "run")
+    assert state["step"] == 4 and int(model.steps_done) == 4
+    g = torch.Generator().manual_seed(0)
+    images = model.sample(5, generator=g)
+    assert images.shape == (5, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
+    bpd = model.bits_per_dim(torch.full((3, 1, 16, 16), 255, dtype=torch.uint8), g)
+    assert all(bool(torch.isfinite(v).all()) and bool((v > 0).all()) for v in bpd.values())
+    panels = model.diagnostic_images(torch.rand(8, 1, 16, 16, generator=g) * 2 - 1, g)
+    assert panels["reconstructions"].shape == (16, 1, 16, 16) and panels["interpolations"].shape == (16, 1, 16, 16)
+    assert model.sampling_info()["decoder_output"] == "mean"
+
+
+def test_training_logs_recon_kl_elbo_and_active_units(compose_cfg, mnist_root, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(compose_cfg("train", vae_overrides(mnist_root, 2)), str(tmp_path / "run"))
+    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/recon_bpd", "train/kl_bpd", "train/elbo_bpd", "train/active_units"} <= tags
+
+
+def test_resume_is_exact(compose_cfg, mnist_root, tmp_path):
+    """2N steps in one go equal N steps, then a restart in the same folder up to 2N: every tensor of the
+    final checkpoint's model, EMA and optimizer states is bit-identical (the KL warm-up included)."""
+    extra = ["model.kl_warmup_steps=5"]
+    train(compose_cfg("train", vae_overrides(mnist_root, 6, *extra)), str(tmp_path / "straight"))
+    train(compose_cfg("train", vae_overrides(mnist_root, 3, *extra)), str(tmp_path / "resumed"))
+    train(compose_cfg("train", vae_overrides(mnist_root, 6, *extra)), str(tmp_path / "resumed"))
+    a, b = (load_checkpoint(tmp_path / name) for name in ("straight", "resumed"))
+    assert a["step"] == b["step"] == 6
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
+    for sa, sb in zip(a["optimizers"]["model"]["state"].values(), b["optimizers"]["model"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
