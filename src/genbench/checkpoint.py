@@ -19,7 +19,8 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -29,20 +30,25 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`: a reader
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """write(f) into a temporary file in the same folder, fsync, then rename over `path`: a reader
     (or a run killed mid-write) never sees a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save, atomically."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,7 @@ from torchvision.utils import make_grid, save_image
 
 import genbench
 from genbench import CONF_DIR
-from genbench.checkpoint import load_model
+from genbench.checkpoint import atomic_write, load_model
 from genbench.data import ImageData, to_float
 from genbench.extractors import default_extractor
 from genbench.metrics import FidelityMetrics, load_image_folder
@@ -118,18 +117,8 @@ def git_commit() -> dict[str, Any]:
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    """json.dump to a temporary file in the same folder, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)  # default: a family's sampling_info may hold non-JSON values
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """json.dump, atomically (default=str: a family's sampling_info may hold non-JSON values)."""
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, default=str) + "\n").encode()))
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
