@@ -209,6 +209,18 @@ def test_bad_options_raise_one_line_errors(kwargs, message):
         tiny_vae(**kwargs)
 
 
+@pytest.mark.parametrize("scale, expected", [("learned", "floor"), ("fixed", "fixed")])
+def test_decoder_scale_is_floored_when_learned_and_constant_when_fixed(scale, expected):
+    model = tiny_vae(scale=scale, min_scale=0.3, fixed_scale=0.2)
+    with torch.no_grad():
+        model.decoder.stem[0].bias.normal_(0, 30)  # drive the raw log-scales far below the floor too
+        _, log_scale = model.decode(torch.randn(16, 4))
+    if expected == "floor":
+        assert log_scale.min().item() == pytest.approx(math.log(0.3)) and log_scale.max() > math.log(0.3)
+    else:
+        torch.testing.assert_close(log_scale, torch.full_like(log_scale, math.log(0.2)))
+
+
 def test_kl_warmup_counts_steps_in_a_buffer():
     model = tiny_vae(beta=2.0, kl_warmup_steps=4)
     x = grey_images(4).float() / 127.5 - 1

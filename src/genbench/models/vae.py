@@ -14,10 +14,16 @@ Papers:
 Model: p(z) = N(0, I); q_phi(z|x) = N(mu, diag(sigma^2)) with (mu, log_var) from the encoder;
 p_theta(x|z) factorised over pixels, one of
 - discretized_logistic (default): a logistic(mu, s) binned onto the 256 levels of 8-bit data;
-- gaussian: a N(mu, sigma^2) binned the same way (sigma learned per pixel, or fixed);
+- gaussian: a N(mu, sigma^2) binned the same way;
 - bernoulli: for binary data (pixel values 0 or 255) only, or with model.binarize=true.
 All three are distributions over the discrete pixel values, so the ELBO is a bound on the 8-bit
 likelihood of `GenerativeModel.bits_per_dim` and reads beside diffusion's without dequantization.
+s (or sigma) is fixed, or learned per pixel by the decoder with a floor, min_scale. The floor is
+the knob between likelihood and samples: a decoder allowed to be very sure of every grey level
+pushes more information into z, q(z) then covers N(0, I) unevenly, and prior samples fall into
+its holes (conf/model/vae.yaml has the numbers).
+Known oddity: "the decoder mean" shown for prior samples is mu_theta(z) clipped to [-1, 1], the
+mean before binning and the median after it; the binned mean itself would grey a black background.
 
 Training maximises the ELBO (Kingma & Welling eq. 3) with the SGVB estimator of eq. 7: analytic KL
 (eq. 10) and one reparameterised sample z = mu + sigma * eps (Sec. 2.4). The loss is
@@ -113,8 +119,8 @@ class VAE(GenerativeModel):
         latent_dim: int = 32,
         likelihood: Likelihood = "discretized_logistic",
         scale: Scale = "learned",
-        fixed_scale: float = 0.1,
-        min_log_scale: float = -7.0,
+        fixed_scale: float = 0.5,
+        min_scale: float = 0.5,
         binarize: bool = False,
         beta: float = 1.0,
         kl_warmup_steps: int = 0,
@@ -128,6 +134,7 @@ class VAE(GenerativeModel):
         check_choice("model.sample_mode", sample_mode, SampleMode)
         check_positive("model.latent_dim", latent_dim)
         check_positive("model.fixed_scale", fixed_scale)
+        check_positive("model.min_scale", min_scale)
         check_positive("model.beta", beta, allow_zero=True)
         check_positive("model.kl_warmup_steps", kl_warmup_steps, allow_zero=True)
         check_positive("model.free_bits", free_bits, allow_zero=True)
@@ -136,7 +143,7 @@ class VAE(GenerativeModel):
             raise ValueError(f"model.binarize=true only applies to model.likelihood=bernoulli, not {likelihood}")
         self.image_shape, self.latent_dim = tuple(image_shape), latent_dim
         self.num_dims = math.prod(self.image_shape)  # D = C * H * W, the denominator of bits/dim
-        self.likelihood, self.scale, self.fixed_scale, self.min_log_scale = likelihood, scale, fixed_scale, min_log_scale
+        self.likelihood, self.scale, self.fixed_scale, self.min_scale = likelihood, scale, fixed_scale, min_scale
         self.binarize, self.beta, self.kl_warmup_steps, self.free_bits = binarize, beta, kl_warmup_steps, free_bits
         self.sample_mode, self.iwae_k = sample_mode, iwae_k
         learned_scale = likelihood != "bernoulli" and scale == "learned"
@@ -181,7 +188,7 @@ class VAE(GenerativeModel):
         if self.scale == "fixed":
             return out, torch.full_like(out, math.log(self.fixed_scale))
         loc, log_scale = out.chunk(2, dim=1)
-        return loc, log_scale.clamp(min=self.min_log_scale)  # PixelCNN++'s floor, e^-7 << 2/255
+        return loc, log_scale.clamp(min=math.log(self.min_scale))
 
     def log_px(self, x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor | None) -> torch.Tensor:
         """log p_theta(x|z) in nats, summed over the D pixels: (N,)."""
@@ -238,9 +245,10 @@ class VAE(GenerativeModel):
         to_bpd = 1.0 / (self.num_dims * LN2)
         loss = (-log_px.mean() + self.kl_weight() * kl_objective) * to_bpd
         recon_bpd, kl_bpd = -log_px.mean().detach() * to_bpd, kl.sum(1).mean().detach() * to_bpd
-        metrics = {
+        metrics = {  # the true ELBO and its terms, whatever beta, warm-up and free bits do to the loss
             "recon_bpd": recon_bpd, "kl_bpd": kl_bpd, "elbo_bpd": recon_bpd + kl_bpd,
-            "kl_weight": torch.tensor(self.kl_weight(), device=mu.device), "active_units": active_units(mu.detach()).float(),
+            "kl_weight": torch.tensor(self.kl_weight(), device=mu.device),
+            "active_units": active_units(mu.detach()).float(),  # estimated on this batch; eval uses the test split
         }
         self.steps_done += 1
         yield LossTerm("loss", loss, "model", metrics)
@@ -248,7 +256,7 @@ class VAE(GenerativeModel):
     # ---- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """z ~ p(z) = N(0, I), then the mean of p_theta(x|z) (sample_mode=mean) or a draw from it."""
+        """z ~ p(z) = N(0, I), then the decoder mean mu_theta(z) (sample_mode=mean) or a draw from p_theta(x|z)."""
         z = randn((n, self.latent_dim), generator, self.device)
         params = self.decode(z)
         x = self.decoder_mean(*params) if self.sample_mode == "mean" else self.decoder_sample(*params, generator)
@@ -320,7 +328,8 @@ class VAE(GenerativeModel):
         t = torch.linspace(0, 1, steps, device=mu.device)[None, :, None]  # (1, steps, 1)
         z = torch.lerp(mu[:pairs, None], mu[pairs:, None], t)  # (pairs, steps, L)
         interpolations = self.decoder_mean(*self.decode(z.reshape(pairs * steps, -1)))
-        return {"reconstructions": rows.reshape(-1, *shape).clamp(-1, 1), "interpolations": interpolations.clamp(-1, 1)}
+        return {"reconstructions": rows.reshape(-1, *shape).clamp(-1, 1),
+                "interpolations": interpolations.clamp(-1, 1)}
 
     @torch.no_grad()
     def latent_statistics(self, x: torch.Tensor) -> dict[str, float]:
