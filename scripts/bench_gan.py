@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_gan.py --budget 30 --num-samples 2000   # a 2-minute try of the plumbing
 
 Steps:
-1. genbench: `genbench train experiment=gan` as shipped (model=gan, batch 64, no gradient clipping),
+1. genbench: `genbench train model=gan` as shipped (with conf/family/default/gan.yaml: batch 64, no clipping),
    with trainer.max_time = budget and no step limit, sampled from the EMA of G (the default).
 2. The recipe of pytorch/examples' dcgan/main.py, written out below: ngf = ndf = 32, nz = 100,
    batch norm in G and in D (except D's first layer), sigmoid + BCE with the non-saturating G loss,
@@ -136,13 +136,13 @@ def recipe_samples(G: nn.Module, n: int, seed: int, batch_norm_mode: str, batch_
 
 # ---- genbench's default GAN ------------------------------------------------------------------
 def compose_config(budget: float, seed: int, overrides: list[str]):
-    """The config of `genbench train experiment=gan` with max_time = budget and no step limit."""
+    """The config of `genbench train model=gan` with max_time = budget and no step limit."""
     from hydra import compose, initialize_config_dir
 
     from genbench import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=["experiment=gan", f"seed={seed}", f"trainer.max_time={budget}",
+        return compose("train", overrides=["model=gan", f"seed={seed}", f"trainer.max_time={budget}",
                                            "trainer.max_steps=1000000000", "trainer.device=cpu", "trainer.progress=false",
                                            "eval.at_end=false", *overrides])
 
@@ -204,7 +204,7 @@ def main() -> None:
         "torch": torch.__version__,
         "extractor": metrics.extractor.record(),
         "reference": {"split": cfg.eval.reference_split, "num": len(reference)},
-        "genbench": {**genbench_run, "command": " ".join(["genbench train experiment=gan", *args.overrides]),
+        "genbench": {**genbench_run, "command": " ".join(["genbench train model=gan", *args.overrides]),
                      **results["genbench"]},
         "recipe": {**recipe_run, "bn_batch_stats": results["recipe_bn_train"], "bn_running_stats": results["recipe_bn_eval"],
                    "fid": recipe_fid},

@@ -319,9 +319,12 @@ def test_every_gan_config_composes_and_builds(compose_cfg, option):
 
 
 
-def test_gan_experiment_overlay(compose_cfg):
-    cfg = compose_cfg("train", ["experiment=gan"])
+@pytest.mark.parametrize("option", ["gan", "dcgan", "wgan_gp", "sngan"])
+def test_every_gan_gets_the_gan_trainer_settings(compose_cfg, option):
+    cfg = compose_cfg("train", [f"model={option}"])
     assert cfg.model._target_ == "genbench.models.gan.GAN" and cfg.trainer.batch_size == 64 and cfg.trainer.grad_clip is None
+    assert compose_cfg("train", [f"model={option}", "trainer.batch_size=32"]).trainer.batch_size == 32  # the command line wins
+    assert compose_cfg("train", [f"model={option}", "trainer=smoke"]).trainer.max_steps == 20  # only trainer=default
 
 
 def gan_overrides(data_root: Path, *extra: str) -> list[str]:

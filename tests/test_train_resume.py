@@ -54,10 +54,18 @@ def test_checkpoint_contents_and_rotation(compose_cfg, mnist_root: Path, tmp_pat
     assert_same_tensors(model.state_dict(), state["ema"])
 
 
-def test_max_time_ends_training_with_a_checkpoint(compose_cfg, mnist_root: Path, tmp_path: Path):
-    state = run(compose_cfg, tmp_path / "t", mnist_root, "trainer.max_steps=100000", "trainer.max_time=1s",
+@pytest.mark.parametrize("max_steps", ["100000", "null"])
+def test_max_time_ends_training_with_a_checkpoint(compose_cfg, mnist_root: Path, tmp_path: Path, max_steps: str):
+    state = run(compose_cfg, tmp_path / "t", mnist_root, f"trainer.max_steps={max_steps}", "trainer.max_time=1s",
                 "trainer.checkpoint_every=0")
     assert 0 < state["step"] < 100000 and state["train_time"] >= 1.0
+
+
+def test_a_run_without_any_limit_is_refused(compose_cfg, mnist_root: Path, tmp_path: Path):
+    from hydra.errors import InstantiationException
+
+    with pytest.raises((ValueError, InstantiationException), match="trainer.max_steps and trainer.max_time are both null"):
+        run(compose_cfg, tmp_path / "forever", mnist_root, "trainer.max_steps=null", "trainer.max_time=null")
 
 
 def test_sigterm_checkpoints_and_stops(compose_cfg, mnist_root: Path, tmp_path: Path):

@@ -111,7 +111,7 @@ class Trainer:
         self,
         run_dir: str | Path,
         seed: int = 0,
-        max_steps: int = 1000,
+        max_steps: int | None = 1000,
         max_time: str | float | None = None,
         batch_size: int = 128,
         device: str = "auto",
@@ -129,7 +129,11 @@ class Trainer:
         eval_every: int = 0,
         progress: bool | None = None,
     ):
-        check_positive("trainer.max_steps", max_steps)
+        if max_steps is None and max_time is None:
+            raise ValueError("trainer.max_steps and trainer.max_time are both null, so training would never end: "
+                             "set one, e.g. trainer.max_time=10m")
+        if max_steps is not None:
+            check_positive("trainer.max_steps", max_steps)
         check_positive("trainer.batch_size", batch_size)
         check_choice("trainer.precision", precision, Precision)
         for name, value in [("log_every", log_every), ("sample_every", sample_every), ("checkpoint_every", checkpoint_every),
@@ -181,7 +185,8 @@ class Trainer:
     # ---- the loop ------------------------------------------------------------------------
     def fit(self, model: GenerativeModel, data: ImageData, optimizer: OptimizerFactory, config: dict | None = None,
             eval_fn: EvalFn | None = None) -> GenerativeModel:
-        """Train `model` on `data` until max_steps or max_time; returns the EMA model."""
+        """Train `model` on `data` until max_steps or max_time (whichever comes first; null = no such
+        limit); returns the EMA model."""
         seed_everything(self.seed)
         self.model, self.config, self.extra = model.to(self.device), config or {}, {}
         self.image_shape = data.image_shape
@@ -299,7 +304,7 @@ class Trainer:
         return self._stop_signal is not None
 
     def _done(self) -> bool:
-        return (self.step >= self.max_steps or self._stop_signal is not None
+        return ((self.max_steps is not None and self.step >= self.max_steps) or self._stop_signal is not None
                 or (self.max_time is not None and self.train_time >= self.max_time))
 
     def _log(self, writer: SummaryWriter, means: dict[str, torch.Tensor], window: dict[str, float], bar: Any) -> None:
@@ -314,11 +319,10 @@ class Trainer:
             bar.update(self.step - bar.n)
             bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in scalars.items() if "loss" in k})
         else:
-            remaining = self.max_steps - self.step
-            eta = remaining * window["time"] / n
+            eta = math.inf if self.max_steps is None else (self.max_steps - self.step) * window["time"] / n
             if self.max_time is not None:
                 eta = min(eta, self.max_time - self.train_time)
-            log.info("step %d/%d %s %.0f img/s eta %s", self.step, self.max_steps,
+            log.info("step %d/%s %s %.0f img/s eta %s", self.step, self.max_steps or "-",
                      " ".join(f"{k.split('/')[1]}={v:.4g}" for k, v in scalars.items() if "loss" in k),
                      scalars["perf/img_per_s"], time.strftime("%H:%M:%S", time.gmtime(max(eta, 0))))
 
