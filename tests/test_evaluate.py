@@ -29,7 +29,7 @@ SMALL_EVAL = ["eval=smoke", "eval.num_samples=48", "eval.num_reference=256", "ev
               "eval.metrics.isc_splits=4", "eval.likelihood_images=8", "eval.diagnostic_images=4", "eval.batch_size=48"]
 PROTOCOL_KEYS = {"metrics", "feature_extractor", "bits_per_dim", "num_generated", "num_reference", "reference_split", "seed",
                  "ema", "step", "checkpoint_step", "sampler", "nfe", "sampling_img_per_s", "eval_wall_time_s",
-                 "genbench_version", "git", "timings_s", "metric_settings"}
+                 "genbench_version", "git", "timings_s", "metric_settings", "latent"}
 
 
 def compose_train(overrides: list[str]):

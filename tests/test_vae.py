@@ -301,3 +301,28 @@ def test_resume_is_exact(compose_cfg, mnist_root, tmp_path):
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
     for sa, sb in zip(a["optimizers"]["model"]["state"].values(), b["optimizers"]["model"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_eval_records_active_units_on_the_held_out_images(compose_cfg, mnist_root, tmp_path):
+    from genbench.data import mnist
+    from genbench.evaluate import evaluate_run, scalars
+    from genbench.models.vae import active_units
+
+    train(compose_cfg("train", vae_overrides(mnist_root, 2)), str(tmp_path / "run"))
+    eval_cfg = compose_cfg("eval", ["eval=smoke", "eval.extractor=fmnist-cnn", "eval.num_samples=24", "eval.num_reference=32",
+                                    "eval.metrics.metrics=[fid]", "eval.likelihood_images=12", "eval.diagnostic_images=4",
+                                    "eval.batch_size=24", f"eval.cache_dir={tmp_path / 'cache'}"]).eval
+    record = evaluate_run(tmp_path / "run", eval_cfg, torch.device("cpu"))
+    model, _ = load_model(tmp_path / "run")
+    test = model.observe(mnist(root=str(mnist_root), image_size=16).split("test")[:12].float() / 127.5 - 1)
+    expected = int(active_units(model.encode(test)[0]))
+    assert record["latent"] == {"active_units": expected, "latent_dim": model.latent_dim}
+    assert scalars(record)["eval/active_units"] == expected
+
+
+def test_the_default_vae_trains_for_the_time_budget_alone(compose_cfg):
+    """The default trainer's step cap suits diffusion; the VAE's family config lifts it (the command line wins)."""
+    cfg = compose_cfg("train", ["model=vae"])
+    assert cfg.trainer.max_steps is None and cfg.trainer.max_time == "10m"
+    assert compose_cfg("train", ["model=vae", "trainer.max_steps=50"]).trainer.max_steps == 50
+    assert compose_cfg("train", ["model=diffusion"]).trainer.max_steps == 1500

@@ -141,6 +141,7 @@ def scalars(record: dict) -> dict[str, float]:
     for k, v in (record["bits_per_dim"] or {}).items():
         out[f"eval/bpd_{k}"] = v["mean"]
     # cost and speed beside quality, so the HParams dashboard holds every column of `genbench compare`
+    out.update({f"eval/{k}": float(v) for k, v in record.get("latent", {}).items()})
     for k in ("sampling_img_per_s", "nfe"):
         if record.get(k) is not None:
             out[f"eval/{k}"] = float(record[k])
@@ -213,6 +214,7 @@ def evaluate_run(run_dir: str | Path, eval_cfg: DictConfig, device: torch.device
     like_split: Split = "test" if data.test is not None else "train"
     like_images = data.split(like_split)[: eval_cfg.likelihood_images]
     bpd = likelihoods(model, like_images, eval_cfg.batch_size, eval_cfg.seed) if eval_cfg.likelihood_images else None
+    latent = model.latent_statistics(like_images) if len(like_images) else {}
     t3 = time.perf_counter()
     # 6. diagnostic panels and a grid of the scored samples
     images = {"samples": panel(to_float(generated[:64]))}
@@ -231,6 +233,7 @@ def evaluate_run(run_dir: str | Path, eval_cfg: DictConfig, device: torch.device
         "bits_per_dim": bpd,
         "likelihood_split": like_split if bpd else None,
         "likelihood_images": len(like_images) if bpd else None,
+        "latent": latent,  # on the likelihood images, e.g. a VAE's active units; {} for families without a code
         "num_generated": len(generated),
         "num_reference": len(reference),
         "reference_split": eval_cfg.reference_split,

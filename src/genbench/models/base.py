@@ -61,6 +61,11 @@ class GenerativeModel(nn.Module):
         input (so Fashion-MNIST counts its 32x32 padded size): bits/dim = -log2 P(x) / (C*H*W)."""
         return {}
 
+    def latent_statistics(self, x: torch.Tensor) -> dict[str, float]:
+        """Dataset-level numbers about the family's latent code for uint8 images (N, C, H, W), N in the
+        hundreds or more (a VAE's active units); written by `genbench eval`. Default: none."""
+        return {}
+
     def diagnostic_images(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Family-specific image panels for a float batch in [-1, 1] (a VAE's reconstructions and
         interpolations), each (K, C, H, W) in [-1, 1]; written by `genbench eval`."""
