@@ -58,18 +58,26 @@ def _t(x: torch.Tensor, t: int) -> torch.Tensor:
 
 
 @dataclass
-class DDPM:
+class Sampler:
+    """What every sampler shares: K of the T timesteps, picked by a spacing."""
+
+    steps: int | None = None  # K; None = all T
+    spacing: Spacing = "leading"
+
+    def nfe(self, num_timesteps: int) -> int:
+        """Network evaluations per sample on a T-step schedule."""
+        return len(timesteps(num_timesteps, self.steps, self.spacing))
+
+
+@dataclass
+class DDPM(Sampler):
     """Ancestral sampling: x_s ~ N(mu~(x_t, x_0_hat), sigma^2 I), sigma^2 = beta~' or beta' (Alg. 2, eqs. 6-7)."""
 
     steps: int | None = None  # None = all T steps, exactly Algorithm 2
     variance: Variance = "beta_tilde"
-    spacing: Spacing = "leading"
 
     def __post_init__(self) -> None:
         check_choice("sampler.variance", self.variance, Variance)
-
-    def nfe(self, num_timesteps: int) -> int:
-        return len(timesteps(num_timesteps, self.steps, self.spacing))
 
     @torch.no_grad()
     def __call__(self, denoise: Denoiser, alphas_cumprod: torch.Tensor, x: torch.Tensor, noise: Noise) -> torch.Tensor:
@@ -87,7 +95,7 @@ class DDPM:
 
 
 @dataclass
-class DDIM:
+class DDIM(Sampler):
     """x_s = sqrt(ab_s) x_0 + sqrt(1 - ab_s - sigma^2) eps + sigma z, with
     sigma = eta sqrt((1 - ab_s) / (1 - ab_t)) sqrt(1 - ab_t / ab_s) (Song et al. 2021, eqs. 12 and 16)."""
 
@@ -98,9 +106,6 @@ class DDIM:
     def __post_init__(self) -> None:
         if self.eta < 0:
             raise ValueError(f"sampler.eta={self.eta} must be >= 0")
-
-    def nfe(self, num_timesteps: int) -> int:
-        return len(timesteps(num_timesteps, self.steps, self.spacing))
 
     @torch.no_grad()
     def __call__(self, denoise: Denoiser, alphas_cumprod: torch.Tensor, x: torch.Tensor, noise: Noise) -> torch.Tensor:
@@ -117,7 +122,7 @@ class DDIM:
 
 
 @dataclass
-class DPMSolverPP2M:
+class DPMSolverPP2M(Sampler):
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), with alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t),
     lambda_t = log(alpha_t / sigma_t) and h_i = lambda_{t_i} - lambda_{t_{i-1}}:
         x_{t_i} = (sigma_{t_i} / sigma_{t_{i-1}}) x_{t_{i-1}} - alpha_{t_i} (e^{-h_i} - 1) D_i,
@@ -127,9 +132,6 @@ class DPMSolverPP2M:
 
     steps: int | None = 20
     spacing: Spacing = "trailing"
-
-    def nfe(self, num_timesteps: int) -> int:
-        return len(timesteps(num_timesteps, self.steps, self.spacing))
 
     @torch.no_grad()
     def __call__(self, denoise: Denoiser, alphas_cumprod: torch.Tensor, x: torch.Tensor, noise: Noise) -> torch.Tensor:
@@ -151,6 +153,3 @@ class DPMSolverPP2M:
             x = math.sqrt((1 - ab_s) / (1 - ab_t)) * x - math.sqrt(ab_s) * math.expm1(-h) * d
             x0_prev, h_prev = x_0, h
         return x
-
-
-Sampler = DDPM | DDIM | DPMSolverPP2M
