@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import tempfile
 import time
 from pathlib import Path
 
@@ -115,8 +114,8 @@ def main() -> None:
     results = {}
     if args.only is None or "genbench" in args.only:
         # 1. genbench's default diffusion model, with its own sampler and with DDIM-50
-        with tempfile.TemporaryDirectory() as tmp:
-            model, run = train_genbench(Path(tmp) / "run", args.budget, args.seed, ["model=diffusion", *args.overrides])
+        # the run stays in --out/genbench_run: scripts/fid_vs_steps.py takes it from there
+        model, run = train_genbench(args.out / "genbench_run", args.budget, args.seed, ["model=diffusion", *args.overrides])
         for label, sampler in (("default_sampler", None), ("ddim50", "ddim")):
             if sampler:
                 from genbench.samplers import DDIM
