@@ -136,14 +136,14 @@ def recipe_samples(G: nn.Module, n: int, seed: int, batch_norm_mode: str, batch_
 
 # ---- genbench's default GAN ------------------------------------------------------------------
 def compose_config(budget: float, seed: int, overrides: list[str]):
-    """The config of `genbench train model=gan` with max_time = budget and no step limit."""
+    """The config of `genbench train model=gan` with max_time = budget (the default has no step limit)."""
     from hydra import compose, initialize_config_dir
 
     from genbench import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("train", overrides=["model=gan", f"seed={seed}", f"trainer.max_time={budget}",
-                                           "trainer.max_steps=1000000000", "trainer.device=cpu", "trainer.progress=false",
+                                           "trainer.device=cpu", "trainer.progress=false",
                                            "eval.at_end=false", *overrides])
 
 

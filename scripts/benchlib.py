@@ -26,7 +26,7 @@ def setup(threads: int, out: Path) -> None:
 
 
 def train_genbench(run_dir: Path, budget: float, seed: int, overrides: list[str]) -> tuple[torch.nn.Module, dict]:
-    """`genbench train` with trainer.max_time = budget seconds and no step limit; returns the EMA model
+    """`genbench train` as configured (no step limit by default) with trainer.max_time = budget seconds; returns the EMA model
     and what the run did. No eval during or after training: the benchmark scores every side alike."""
     from hydra import compose, initialize_config_dir
 
@@ -35,7 +35,7 @@ def train_genbench(run_dir: Path, budget: float, seed: int, overrides: list[str]
     from genbench.train import train
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"seed={seed}", f"trainer.max_time={budget}", "trainer.max_steps=1000000000",
+        cfg = compose("train", overrides=[f"seed={seed}", f"trainer.max_time={budget}",
                                           "trainer.device=cpu", "trainer.progress=false", "~eval", *overrides])
     train(cfg, str(run_dir))
     model, state = load_model(run_dir, ema=True)

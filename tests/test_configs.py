@@ -61,7 +61,16 @@ def test_every_dataset_loads_or_says_how_to_get_it(compose_cfg, data, tmp_path: 
 def test_every_trainer_preset_instantiates(compose_cfg, trainer, tmp_path: Path):
     cfg = compose_cfg("train", [f"trainer={trainer}", "trainer.device=cpu"])
     t = instantiate(cfg.trainer, run_dir=str(tmp_path), seed=0, _convert_="all")
-    assert isinstance(t, Trainer) and t.max_steps > 0
+    assert isinstance(t, Trainer) and ((t.max_steps or 0) > 0 or (t.max_time or 0) > 0)  # something ends training
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_default_run_is_bounded_by_the_time_budget(compose_cfg, model):
+    """`genbench train model=X` trains for trainer.max_time (10 min) whatever the family's step speed; a
+    family's own trainer settings (conf/family/default/) never lift that bound, and the command line wins."""
+    trainer = compose_cfg("train", [f"model={model}"]).trainer
+    assert trainer.max_time == "10m" and trainer.max_steps is None
+    assert compose_cfg("train", [f"model={model}", "trainer.max_steps=50"]).trainer.max_steps == 50
 
 
 @pytest.mark.parametrize("optim", options("optim"))

@@ -141,6 +141,6 @@ def test_trilemma_sweeps_three_families_under_one_time_budget(compose_cfg):
     assert dict(cfg.hydra.sweeper.params) == {"model": "gan,vae,diffusion", "seed": "0,1,2"}
     for family in ("gan", "vae", "diffusion"):
         job = compose_cfg("train", ["experiment=trilemma", f"model={family}"])
-        assert job.trainer.max_time == "10m" and job.trainer.max_steps >= 10**7 and job.trainer.eval_every > 0
+        assert job.trainer.max_time == "10m" and job.trainer.max_steps is None and job.trainer.eval_every > 0
         assert job.eval.num_samples == 10000 and job.eval.at_end  # the full protocol
         assert job.model._target_.split(".")[-2] == family

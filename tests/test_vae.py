@@ -319,10 +319,3 @@ def test_eval_records_active_units_on_the_held_out_images(compose_cfg, mnist_roo
     assert record["latent"] == {"active_units": expected, "latent_dim": model.latent_dim}
     assert scalars(record)["eval/active_units"] == expected
 
-
-def test_the_default_vae_trains_for_the_time_budget_alone(compose_cfg):
-    """The default trainer's step cap suits diffusion; the VAE's family config lifts it (the command line wins)."""
-    cfg = compose_cfg("train", ["model=vae"])
-    assert cfg.trainer.max_steps is None and cfg.trainer.max_time == "10m"
-    assert compose_cfg("train", ["model=vae", "trainer.max_steps=50"]).trainer.max_steps == 50
-    assert compose_cfg("train", ["model=diffusion"]).trainer.max_steps == 1500
