@@ -135,3 +135,14 @@ def test_training_loss_is_finite_and_trains_only_the_network():
 def test_unknown_choice_lists_the_allowed_values():
     with pytest.raises(ValueError, match="eps, x0, v"):
         tiny_diffusion(prediction="score")
+
+
+@pytest.mark.parametrize("lr, expected", [(None, 1e-3), (2e-3, 2e-3)])
+def test_model_lr_overrides_the_optim_config(lr, expected):
+    from functools import partial
+
+    make = partial(torch.optim.Adam, lr=1e-3, betas=(0.9, 0.999))
+    (opt,) = tiny_diffusion(lr=lr).optimizers(make).values()
+    assert opt.param_groups[0]["lr"] == expected and opt.param_groups[0]["betas"] == (0.9, 0.999)
+    with pytest.raises(ValueError, match="model.lr"):
+        tiny_diffusion(lr=-1.0)

@@ -22,10 +22,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from genbench.models.base import GenerativeModel, LossTerm, randn
+from genbench.models.base import GenerativeModel, LossTerm, OptimizerFactory, randn
 from genbench.samplers import DDPM, Sampler
 from genbench.schedules import NoiseSchedule
-from genbench.validate import check_choice
+from genbench.validate import check_choice, check_positive
 
 Prediction = Literal["eps", "x0", "v"]
 Weighting = Literal["uniform", "min_snr"]
@@ -48,17 +48,20 @@ class Diffusion(GenerativeModel):
         clip_denoised: bool = True,
         sampler: Sampler | None = None,
         vlb_timesteps: int = 100,
+        lr: float | None = None,
     ):
         super().__init__()
         check_choice("model.prediction", prediction, Prediction)
         check_choice("model.loss_weighting", loss_weighting, Weighting)
+        if lr is not None:
+            check_positive("model.lr", lr)
         if vlb_timesteps < 1:
             raise ValueError(f"model.vlb_timesteps={vlb_timesteps} must be at least 1")
         self.image_shape = tuple(image_shape)
         self.net = network(image_shape=self.image_shape)
         self.schedule = schedule
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, min_snr_gamma
-        self.clip_denoised, self.vlb_timesteps = clip_denoised, vlb_timesteps
+        self.clip_denoised, self.vlb_timesteps, self.lr = clip_denoised, vlb_timesteps, lr
         self.sampler = sampler if sampler is not None else DDPM()
 
         # Coefficients in float64, stored as float32 buffers (derivable, so not in the state dict).
@@ -127,6 +130,10 @@ class Diffusion(GenerativeModel):
         snr = self.snr[t]
         clipped = snr.clamp(max=self.min_snr_gamma)
         return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.prediction]
+
+    def optimizers(self, make: OptimizerFactory) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer; model.lr overrides the optim config's (null = optim.lr)."""
+        return {"model": make(self.parameters(), **({} if self.lr is None else {"lr": self.lr}))}
 
     def training_losses(self, batch: torch.Tensor) -> Iterator[LossTerm]:
         """Algorithm 1: t ~ U{1..T}, eps ~ N(0, I), regress the target on the network output."""
