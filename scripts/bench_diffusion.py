@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -99,19 +100,33 @@ def ddim_samples(unet, n: int, seed: int, steps: int = 50, batch_size: int = 250
     return torch.cat(chunks), n / (time.perf_counter() - start)
 
 
+def previous_results(path: Path, args: argparse.Namespace) -> dict:
+    """The rows of an earlier report in --out, for --only; refused unless it ran under the same protocol."""
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    protocol = {"budget_s": args.budget, "num_samples": args.num_samples, "seed": args.seed}
+    if any(report.get(k) != v for k, v in protocol.items()):
+        raise SystemExit(f"{path} was made with {({k: report.get(k) for k in protocol})}, not {protocol}: "
+                         "use another --out, or rerun every model without --only")
+    return report["results"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds for each model (default 600)")
     parser.add_argument("--num-samples", type=int, default=2000, help="samples scored per model (default 2000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for every model")
-    parser.add_argument("--only", nargs="*", default=None, help="a subset of: genbench " + " ".join(RECIPES))
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="rerun a subset of: genbench " + " ".join(RECIPES) + "; the other rows of --out's report "
+                             "stay (budget, sample count and seed must match)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_diffusion"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run")
     args = parser.parse_args()
     setup(args.threads, args.out)
     data = fashion_mnist()
-    results = {}
+    results = previous_results(args.out / "bench_diffusion.json", args) if args.only is not None else {}
     if args.only is None or "genbench" in args.only:
         # 1. genbench's default diffusion model, with its own sampler and with DDIM-50
         # the run stays in --out/genbench_run: scripts/fid_vs_steps.py takes it from there
