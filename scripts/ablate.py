@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of `genbench train` (default: the default model)")
     args = parser.parse_args()
     setup(args.threads, args.out)
-    model, run = train_genbench(args.out / args.name, budget=0, seed=args.seed,
+    model, run = train_genbench(args.out / args.name, budget=None, seed=args.seed,
                                 overrides=[*args.overrides, "trainer.max_time=null", f"trainer.max_steps={args.steps}"])
     images, img_per_s = generate(model, args.num_samples, 250, args.seed + 1)
     save_grid(images, args.out / f"{args.name}.png")

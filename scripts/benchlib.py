@@ -25,9 +25,10 @@ def setup(threads: int, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def train_genbench(run_dir: Path, budget: float, seed: int, overrides: list[str]) -> tuple[torch.nn.Module, dict]:
-    """`genbench train` as configured (no step limit by default) with trainer.max_time = budget seconds; returns the EMA model
-    and what the run did. No eval during or after training: the benchmark scores every side alike."""
+def train_genbench(run_dir: Path, budget: float | None, seed: int, overrides: list[str]) -> tuple[torch.nn.Module, dict]:
+    """`genbench train` as configured (no step limit by default) with trainer.max_time = budget seconds (None: as
+    the overrides say); returns the EMA model and what the run did. No eval during or after training: the
+    benchmark scores every side alike."""
     from hydra import compose, initialize_config_dir
 
     from genbench import CONF_DIR
@@ -35,8 +36,9 @@ def train_genbench(run_dir: Path, budget: float, seed: int, overrides: list[str]
     from genbench.train import train
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"seed={seed}", f"trainer.max_time={budget}",
-                                          "trainer.device=cpu", "trainer.progress=false", "~eval", *overrides])
+        budget_override = [] if budget is None else [f"trainer.max_time={budget}"]
+        cfg = compose("train", overrides=[f"seed={seed}", *budget_override, "trainer.device=cpu", "trainer.progress=false",
+                                          "~eval", *overrides])
     train(cfg, str(run_dir))
     model, state = load_model(run_dir, ema=True)
     return model, {"steps": state["step"], "train_time_s": state["train_time"], "images_seen": state["images_seen"],

@@ -60,25 +60,19 @@ def test_d_term_moves_only_d_and_g_term_only_g(loss, d_norm):
     model = tiny_gan(loss=loss, d_norm=d_norm, n_critic=1, r1_gamma=1.0, r1_interval=1)
     opts = model.optimizers(lambda params, **kw: torch.optim.Adam(params, **{"lr": 1e-2, **kw}))
     x = torch.rand(8, 1, 16, 16) * 2 - 1
+    def step(term, name: str, own: torch.nn.Module, other: torch.nn.Module) -> None:
+        assert term.optimizer == name
+        own_before, other_before, other_grads = snapshot(own), snapshot(other), grads(other)
+        opts[name].zero_grad(set_to_none=True)
+        term.loss.backward()
+        assert same(grads(other), other_grads)  # this term's backward reached no parameter of the other network
+        opts[name].step()
+        assert not changed(other_before, other) and changed(own_before, own)
+
     for _ in range(2):  # the second round starts with the grads the first left behind
         terms = model.training_losses(x)
-        d_term = next(terms)
-        assert d_term.optimizer == "d"
-        g_before, d_before, g_grads = snapshot(model.G), snapshot(model.D), grads(model.G)
-        opts["d"].zero_grad(set_to_none=True)
-        d_term.loss.backward()
-        assert same(grads(model.G), g_grads)  # D's backward reached no G parameter
-        opts["d"].step()
-        assert not changed(g_before, model.G) and changed(d_before, model.D)
-
-        g_term = next(terms)
-        assert g_term.optimizer == "g"
-        g_before, d_before, d_grads = snapshot(model.G), snapshot(model.D), grads(model.D)
-        opts["g"].zero_grad(set_to_none=True)
-        g_term.loss.backward()
-        assert same(grads(model.D), d_grads)  # G's backward reached no D parameter
-        opts["g"].step()
-        assert not changed(d_before, model.D) and changed(g_before, model.G)
+        step(next(terms), "d", model.D, model.G)
+        step(next(terms), "g", model.G, model.D)  # computed after D's step, as in the Trainer
         assert next(terms, None) is None
 
 
