@@ -5,6 +5,7 @@ Format (a plain dict; ``FORMAT_VERSION`` bumps when it changes):
     step            int      optimisation steps done
     train_time      float    seconds spent training (the budget that trainer.max_time caps)
     images_seen     int
+    compute         {"train_flops_per_image", "train_flops", "compile_s"}  (FLOPs: genbench.compute)
     model, ema      state dicts
     optimizers      {name: optimizer state dict}
     schedulers      {name: lr-scheduler state dict}
@@ -15,35 +16,69 @@ Format (a plain dict; ``FORMAT_VERSION`` bumps when it changes):
 
 from __future__ import annotations
 
+import errno
 import os
-import random
+import pickle
 import tempfile
-from pathlib import Path
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import torch
+
+from genbench.runtime import rng_state, set_rng_state  # noqa: F401  (the RNG part of the format)
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, unsafe, or from an incompatible run. One line."""
+
+
+class WriteError(OSError):
+    """A file genbench could not write (disk full, quota, permissions): one line naming the path."""
+
+
+def _io_reason(e: BaseException) -> str | None:
+    """The I/O cause of a failed write, or None when `e` is not an I/O failure."""
+    if isinstance(e, OSError):
+        return os.strerror(e.errno) if e.errno else str(e)
+    text = str(e)
+    if isinstance(e, RuntimeError) and ("PytorchStreamWriter" in text or "inline_container" in text or "file write failed" in text):
+        for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO):
+            if os.strerror(code) in text:
+                return os.strerror(code)
+        return "the write failed"
+    return None
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """write(f) into a temporary file in the same folder, fsync, then rename over `path`: a reader
-    (or a run killed mid-write) never sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    (or a run killed mid-write) never sees a partial file, and a failed write leaves the old one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteError(e.errno, f"could not write {path}: {_io_reason(e)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        reason = _io_reason(e)
+        if reason is None:
+            raise
+        kept = f"; the previous {path.name} is intact" if path.exists() else ""
+        raise WriteError(getattr(e, "errno", None) or errno.EIO,
+                         f"could not write {path}: {reason}{kept}. Free space (df -h {path.parent}) "
+                         "and re-run the same command to resume") from None
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -51,30 +86,16 @@ def atomic_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the `.<name>.*.tmp` files a killed save left behind (one writer per run folder)."""
+    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, keep: int) -> Path:
@@ -96,7 +117,12 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, keep: int) -> Pa
     return path
 
 
+REQUIRED = ("step", "model", "ema", "optimizers", "schedulers", "config", "image_shape")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint as plain data, loaded with weights_only=True: nothing in the file runs. Any file
+    that is not a whole genbench checkpoint raises a CheckpointError of one line naming it."""
     path = Path(path)
     if path.is_dir():
         path = checkpoint_dir(path) / LAST
@@ -104,10 +130,46 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(
             f"no checkpoint at {path}; run_dir must be a folder made by `genbench train` (it holds {CHECKPOINT_DIR}/{LAST})"
         )
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            raise CheckpointError(f"checkpoint {path} holds pickled objects other than tensors and plain data, "
+                                  "so genbench refused to load it (nothing in it ran); it was not written by genbench: "
+                                  "delete it or point run_dir at a genbench run") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(e)}); delete it to use the previous step_*.pt") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(e)}); "
+                              "delete it to use the previous step_*.pt") from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
+        missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+        raise CheckpointError(f"checkpoint {path} is not a genbench checkpoint (missing {', '.join(missing)})")
     if state.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has checkpoint format {state.get('format_version')}, this genbench reads {FORMAT_VERSION}")
+        raise CheckpointError(f"checkpoint {path} has format {state.get('format_version')}, this genbench reads {FORMAT_VERSION}")
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else type(e).__name__
+
+
+def find_resumable(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The newest checkpoint of `run_dir` that loads: last.pt, else the step_*.pt files newest first.
+    Returns (path, state, problems) with a one-line problem per file skipped, or None when there is none."""
+    folder = checkpoint_dir(run_dir)
+    candidates = [folder / LAST] + sorted(folder.glob("step_*.pt"), reverse=True)
+    problems: list[str] = []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            return path, load_checkpoint(path, map_location), problems
+        except CheckpointError as e:
+            problems.append(str(e))
+    if problems:
+        raise CheckpointError(f"no usable checkpoint in {folder}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return None
 
 
 def load_model(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu", sampler: dict | None = None):

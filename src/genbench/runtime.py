@@ -1,0 +1,209 @@
+"""Run-time facts every command needs: the device, seeds and RNG state, durations, provenance and
+the machine a number was measured on.
+
+The machine record is what makes a time or a FLOP rate traceable: CPU model, cores, torch threads,
+device, versions, and a measured matmul peak in GFLOP/s (a probe of about a second per dtype, cached
+per machine in ~/.cache/genbench/machine.json, so a record costs nothing after the first).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import genbench
+
+MACHINE_CACHE = Path(os.environ.get("GENBENCH_MACHINE_CACHE", "~/.cache/genbench/machine.json")).expanduser()
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+# ---- device and seeds -----------------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; anything else is passed to torch.device."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={device} but no CUDA device is visible here; on a CPU use trainer=default "
+                         "(or trainer.device=cpu), and ask for trainer.precision=bf16 / trainer.compile=true one by one")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG stream a run draws from, as plain tensors and numbers (loads with weights_only=True)."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ---- budgets ----------------------------------------------------------------------------------
+def parse_duration(value: str | int | float | None, key: str = "trainer.max_time") -> float | None:
+    """'10m', '90s', '1h30m', '1.5h' or a number of seconds -> seconds; None or 0 means no limit."""
+    if value in (None, 0, "", "none", "null"):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{key}={value!r} is not a duration; write e.g. 10m, 90s, 1h30m")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(value))
+        if not parts or not any(parts.groups()):
+            raise ValueError(f"{key}={value!r} is not a duration; write e.g. 10m, 90s, 1h30m")
+        h, m, s = (float(x) if x else 0.0 for x in parts.groups())
+        seconds = 3600 * h + 60 * m + s
+    if not seconds > 0:
+        raise ValueError(f"{key}={value!r} must be positive")
+    return seconds
+
+
+_SI = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+
+
+def parse_flops(value: str | int | float | None, key: str = "trainer.max_flops") -> float | None:
+    """'1.85e14', '185T', '0.2P' or a number -> FLOPs; None or 0 means no limit."""
+    if value in (None, 0, "", "none", "null"):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{key}={value!r} is not a FLOP count; write e.g. 1.85e14 or 185T")
+    if isinstance(value, (int, float)):
+        flops = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([kMGTPE]?)\s*(?:FLOPs?)?\s*", str(value))
+        if not match:
+            raise ValueError(f"{key}={value!r} is not a FLOP count; write e.g. 1.85e14 or 185T")
+        flops = float(match.group(1)) * _SI[match.group(2)]
+    if not flops > 0:
+        raise ValueError(f"{key}={value!r} must be positive")
+    return flops
+
+
+# ---- provenance ---------------------------------------------------------------------------------
+def git_commit() -> dict[str, Any]:
+    """The commit of the genbench source tree (None outside a git checkout) and whether it had local changes."""
+    src = Path(genbench.__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        return {"commit": head.stdout.strip(), "dirty": bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+# ---- the machine ---------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else platform's best guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model() if device.type == "cpu" else device.type
+
+
+def matmul_flop_per_s(device: torch.device, dtype: torch.dtype, seconds: float = 1.0, n: int = 1024) -> float:
+    """Best achieved FLOP/s of an (n x n) @ (n x n) matmul (2 n^3 FLOPs) over about `seconds`: the
+    peak that model-FLOP utilisation (MFU) is measured against, on this machine, in this dtype."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b  # warm-up (kernel selection, allocation)
+    sync()
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def machine_record(device: torch.device | str = "cpu", dtypes: tuple[str, ...] = ("fp32",),
+                   cache: Path | None = MACHINE_CACHE, probe_seconds: float = 1.0) -> dict[str, Any]:
+    """Where a number was measured: CPU, cores, threads, device, versions and the matmul peak per dtype.
+    The peak is probed once per (machine, threads, device, torch) and cached in `cache` (None = no cache)."""
+    device = torch.device(device) if isinstance(device, str) else device
+    record: dict[str, Any] = {
+        "cpu_model": cpu_model(),
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device.type,
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "hostname": platform.node(),
+    }
+    key = "|".join(str(record[k]) for k in ("cpu_model", "cpu_count", "torch_threads", "device_name", "torch_version"))
+    cached = _read_cache(cache).get(key, {}) if cache else {}
+    peaks = dict(cached.get("peak_flop_per_s", {}))
+    missing = [d for d in dtypes if d not in peaks]
+    for name in missing:
+        peaks[name] = matmul_flop_per_s(device, DTYPES[name], probe_seconds)
+    record["peak_flop_per_s"] = peaks
+    record["peak_probe"] = {"op": "matmul 1024x1024x1024", "seconds_per_dtype": probe_seconds,
+                            "measured": cached.get("measured") if not missing else _now()}
+    if cache and missing:
+        entries = _read_cache(cache)
+        entries[key] = {"peak_flop_per_s": peaks, "measured": record["peak_probe"]["measured"]}
+        from genbench.checkpoint import atomic_write  # runtime sits below checkpoint; imported lazily
+
+        atomic_write(cache, lambda f: f.write(json.dumps(entries, indent=2).encode()))
+    return record
+
+
+def _read_cache(cache: Path) -> dict:
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
