@@ -57,6 +57,7 @@ def tensorboard_runs(logdir: Path) -> list[str]:
     return sorted(mux.Runs())
 
 
+@pytest.mark.slow  # subprocess sweeps on real Fashion-MNIST: minutes
 def test_basic_and_joblib_sweeps_started_together_then_compare(tmp_path: Path):
     basic = sweep(tmp_path)
     joblib = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1")
@@ -85,6 +86,7 @@ def test_basic_and_joblib_sweeps_started_together_then_compare(tmp_path: Path):
     assert row["fid_n"] == "2" and float(row["fid_std"]) >= 0 and float(row["images_seen_mean"]) == 3 * 16
 
 
+@pytest.mark.slow  # subprocess sweeps on real Fashion-MNIST: minutes
 def test_submitit_local_runs_the_slurm_launcher_code_here(tmp_path: Path):
     """hydra/launcher=submitit_local: the submitit plugin, with local processes instead of Slurm jobs."""
     out = finish(sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "threads=1"))

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
+import sys
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genbench import CONF_DIR
-from genbench.evaluate import evaluate_run, make_eval_fn, summary_line
-from genbench.trainer import seed_everything
+from genbench.protocol import summary_line
+from genbench.runtime import seed_everything
+from genbench.trainer import Trainer
 from genbench.validate import one_line_errors
 
 # ${uid:} in conf/hydra/default.yaml: six hex digits drawn once per process, so two runs started
@@ -23,25 +27,57 @@ OmegaConf.register_new_resolver("uid", lambda: _UID, replace=True)
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, run_dir: str) -> None:
+def train(cfg: DictConfig, run_dir: str) -> Trainer:
+    """Build everything from `cfg` and fit; returns the Trainer (its `stop_signal` says if a signal stopped it)."""
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ValueError(f"seed={cfg.seed!r} must be an integer, e.g. seed=0")
     if cfg.get("threads"):  # parallel sweep jobs share the cores: each one is capped
         torch.set_num_threads(cfg.threads)
     log.info("%d CPU threads", torch.get_num_threads())
     seed_everything(cfg.seed)
+    # the trainer first: a GPU preset on a machine without one is refused before any data is read
+    trainer = instantiate(cfg.trainer, run_dir=run_dir, seed=cfg.seed, _convert_="all")
+    protocol = instantiate(cfg.eval, _convert_="all") if "eval" in cfg else None  # checks its settings now
     data = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, image_shape=data.image_shape, _convert_="all")
     optimizer = instantiate(cfg.optim, _convert_="all")
-    trainer = instantiate(cfg.trainer, run_dir=run_dir, seed=cfg.seed, _convert_="all")
-    # evaluation (every trainer.eval_every steps, and at the end): set up before training, so that a
-    # missing feature extractor fails now rather than after the run
-    evaluating = "eval" in cfg and bool(cfg.trainer.get("eval_every") or cfg.eval.at_end)
-    eval_fn = make_eval_fn(cfg.eval, data, cfg.data._target_, trainer.device) if evaluating else None
+    # evaluation (every trainer.eval_every steps, and at the end): checked against the data before training,
+    # so a missing extractor or reference split fails now rather than after the run
+    if protocol is not None and protocol.at_end:
+        protocol.prepare(data, trainer.device)
+    eval_fn = protocol.during_training(data, trainer.device) if protocol is not None and cfg.trainer.get("eval_every") else None
     trainer.fit(model, data, optimizer, config=OmegaConf.to_container(cfg, resolve=True), eval_fn=eval_fn)
-    if evaluating and cfg.eval.at_end and not trainer.interrupted:  # not when pre-empted
-        log.info("final evaluation: %s", summary_line(evaluate_run(run_dir, cfg.eval, trainer.device)))
+    if protocol is not None and protocol.at_end and not trainer.interrupted:  # not when pre-empted
+        record = protocol.evaluate_run(run_dir, trainer.device, data=data, headline=True)  # the run's headline record
+        log.info("final evaluation: %s", summary_line(record))
+    return trainer
+
+
+def resume_command(run_dir: str) -> str:
+    """The command that resumes this run: the same overrides, in the same folder."""
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")]
+    return " ".join(["genbench train", *overrides, f"hydra.run.dir={run_dir}"])
+
+
+def log_to_file(message: str) -> None:
+    """Put `message` in train.log (Hydra's file handler) without printing it to the console a second time."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord(log.name, logging.ERROR, __file__, 0, message, None, None))
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
-    train(cfg, HydraConfig.get().runtime.output_dir)
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        trainer = train(cfg, run_dir)
+    except (ValueError, OSError, InstantiationException):
+        raise  # one_line_errors prints these in one line and writes them to train.log
+    except Exception as e:  # anything else still leaves a line in train.log saying what stopped the run
+        log_to_file(f"stopped by an error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+        raise
+    if trainer.interrupted:  # pre-empted or Ctrl-C: the checkpoint is on disk; 128 + N is the shell's "stopped by signal N"
+        name = signal.Signals(trainer.stop_signal).name
+        log.warning("pre-empted by %s at step %d; resume with: %s", name, trainer.step, resume_command(run_dir))
+        sys.exit(128 + trainer.stop_signal)

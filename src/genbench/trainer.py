@@ -1,9 +1,13 @@
 """The one training loop every family runs through.
 
 A family implements the contract of `genbench.models.base`; the Trainer does everything else:
-batches, backward and optimizer steps, learning-rate warm-up, gradient clipping, EMA, logging
-to TensorBoard, sample grids from fixed noise, checkpoints, resume and the wall-clock budget.
-It counts steps, not epochs.
+batches, backward and optimizer steps, learning-rate warm-up, gradient clipping, a finiteness check
+before every optimizer step, EMA, logging to TensorBoard, sample grids from fixed noise, checkpoints,
+resume, and the budgets (steps, training seconds, training FLOPs). It counts steps, not epochs.
+
+Signals: SIGTERM, SIGUSR1, SIGUSR2 (what Slurm sends before pre-emption, through submitit) and SIGINT
+(Ctrl-C) end the current step, write a checkpoint and stop; `stop_signal` says which one came, and
+the caller exits with 128 + its number. A second Ctrl-C interrupts at once.
 """
 
 from __future__ import annotations
@@ -11,8 +15,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import random
-import re
 import signal
 import sys
 import time
@@ -22,57 +24,36 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 
-from genbench.checkpoint import (FORMAT_VERSION, LAST, atomic_save, checkpoint_dir, load_checkpoint, rng_state,
-                                 save_checkpoint, set_rng_state)
+from genbench.checkpoint import (FORMAT_VERSION, CheckpointError, atomic_save, checkpoint_dir, find_resumable,
+                                 remove_stale_temporaries, save_checkpoint)
+from genbench.compute import train_flops_per_image
 from genbench.data import ImageData
 from genbench.models.base import GenerativeModel, OptimizerFactory
+from genbench.runtime import parse_duration, parse_flops, resolve_device, rng_state, seed_everything, set_rng_state
 from genbench.validate import check_choice, check_positive
 
 log = logging.getLogger(__name__)
 Precision = Literal["fp32", "bf16"]
 EvalFn = Callable[[GenerativeModel, int], dict[str, float]]
-BEST, BEST_METRIC = "best.pt", "fid"  # checkpoints/best.pt keeps the state with the lowest eval/fid
+BEST = "best.pt"  # checkpoints/best.pt keeps the state with the best during-training score
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+# What a resumed run may change; every other key of the config must equal the checkpoint's.
+RESUME_MAY_CHANGE = ("trainer.max_steps", "trainer.max_time", "trainer.max_flops", "trainer.log_every",
+                     "trainer.sample_every", "trainer.num_grid_samples", "trainer.checkpoint_every",
+                     "trainer.keep_checkpoints", "trainer.eval_every", "trainer.progress", "trainer.device",
+                     "trainer.compile", "trainer.finite_check_every", "eval", "threads", "data.root", "data.download")
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; anything else is passed to torch.device."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={device} but no CUDA device is visible; use trainer.device=auto or cpu")
-    return torch.device(device)
+class NonFiniteError(ValueError):
+    """A loss or gradient that is NaN or infinite: the run stops before the optimizer step."""
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def parse_duration(value: str | int | float | None) -> float | None:
-    """'10m', '90s', '1h30m', '1.5h' or a number of seconds -> seconds; None or 0 means no limit."""
-    if value in (None, 0, "", "none", "null"):
-        return None
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(value))
-        if not parts or not any(parts.groups()):
-            raise ValueError(f"trainer.max_time={value!r} is not a duration; write e.g. 10m, 90s, 1h30m")
-        h, m, s = (float(x) if x else 0.0 for x in parts.groups())
-        seconds = 3600 * h + 60 * m + s
-    if seconds <= 0:
-        raise ValueError(f"trainer.max_time={value!r} must be positive")
-    return seconds
+class ResumeMismatch(CheckpointError):
+    """The command's config differs from the checkpoint's in a key that changes what is trained."""
 
 
 @contextmanager
@@ -89,21 +70,40 @@ def preserved_rng():
 class EMA:
     """Exponential moving average of a model's parameters (and a copy of its buffers).
     With warm-up the decay is min(decay, (1 + step) / (10 + step)), so early averages are not
-    dominated by the random initialisation (Tarvainen & Valpola 2017)."""
+    dominated by the random initialisation (Tarvainen & Valpola 2017). Child modules named in the
+    family's `ema_skip` (a GAN's discriminator) are not averaged: nothing samples from them."""
 
-    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
-        if not 0 <= decay < 1:
-            raise ValueError(f"trainer.ema_decay={decay} must be in [0, 1)")
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True, skip: tuple[str, ...] = ()):
         self.decay, self.warmup = decay, warmup
         self.module = copy.deepcopy(model).requires_grad_(False).eval()
+        averaged = lambda m: [p for name, p in m.named_parameters() if name.split(".")[0] not in skip]  # noqa: E731
+        self._pairs = (averaged(self.module), averaged(model))
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
-        ema_p, p = list(self.module.parameters()), list(model.parameters())
-        torch._foreach_lerp_(ema_p, p, 1.0 - decay)  # ema <- decay * ema + (1 - decay) * p
+        torch._foreach_lerp_(self._pairs[0], self._pairs[1], 1.0 - decay)  # ema <- decay * ema + (1 - decay) * p
         for b_ema, b in zip(self.module.buffers(), model.buffers()):
             b_ema.copy_(b)
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"lr": 1}} -> {"model.lr": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(saved: dict, new: dict, may_change: tuple[str, ...]) -> list[str]:
+    """'key (old -> new)' for every key that differs between two configs, except those under `may_change`."""
+    a, b = flatten(saved), flatten(new)
+    free = lambda key: any(key == p or key.startswith(p + ".") for p in may_change)  # noqa: E731
+    return [f"{k} ({a.get(k, '<unset>')!s} -> {b.get(k, '<unset>')!s})"
+            for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k) and not free(k)]
 
 
 class Trainer:
@@ -113,6 +113,7 @@ class Trainer:
         seed: int = 0,
         max_steps: int | None = 1000,
         max_time: str | float | None = None,
+        max_flops: str | float | None = None,
         batch_size: int = 128,
         device: str = "auto",
         precision: Precision = "fp32",
@@ -127,29 +128,41 @@ class Trainer:
         checkpoint_every: int = 1000,
         keep_checkpoints: int = 3,
         eval_every: int = 0,
+        best_metric: str | None = "fid",
+        finite_check_every: int = 1,
+        resume_may_change: tuple[str, ...] | list[str] = RESUME_MAY_CHANGE,
         progress: bool | None = None,
     ):
-        if max_steps is None and max_time is None:
-            raise ValueError("trainer.max_steps and trainer.max_time are both null, so training would never end: "
-                             "set one, e.g. trainer.max_time=10m")
+        self.max_time, self.max_flops = parse_duration(max_time), parse_flops(max_flops)
+        if max_steps is None and self.max_time is None and self.max_flops is None:
+            raise ValueError("trainer.max_steps, trainer.max_time and trainer.max_flops are all null, so training would "
+                             "never end: set one, e.g. trainer.max_time=10m")
         if max_steps is not None:
             check_positive("trainer.max_steps", max_steps)
         check_positive("trainer.batch_size", batch_size)
         check_choice("trainer.precision", precision, Precision)
         for name, value in [("log_every", log_every), ("sample_every", sample_every), ("checkpoint_every", checkpoint_every),
-                            ("eval_every", eval_every), ("lr_warmup_steps", lr_warmup_steps), ("num_grid_samples", num_grid_samples)]:
+                            ("eval_every", eval_every), ("lr_warmup_steps", lr_warmup_steps), ("num_grid_samples", num_grid_samples),
+                            ("finite_check_every", finite_check_every)]:
             check_positive(f"trainer.{name}", value, allow_zero=True)
         check_positive("trainer.keep_checkpoints", keep_checkpoints)
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"trainer.grad_clip={grad_clip} must be a positive gradient-norm bound, or null for no clipping")
+        if not 0 <= ema_decay < 1:
+            raise ValueError(f"trainer.ema_decay={ema_decay} must be in [0, 1)")
         self.run_dir, self.seed = Path(run_dir), seed
-        self.max_steps, self.max_time = max_steps, parse_duration(max_time)
+        self.max_steps = max_steps
         self.batch_size, self.device = batch_size, resolve_device(device)
         self.precision, self.compile = precision, compile
         self.ema_decay, self.ema_warmup, self.grad_clip = ema_decay, ema_warmup, grad_clip
         self.lr_warmup_steps = lr_warmup_steps
         self.log_every, self.sample_every, self.num_grid_samples = log_every, sample_every, num_grid_samples
         self.checkpoint_every, self.keep_checkpoints, self.eval_every = checkpoint_every, keep_checkpoints, eval_every
+        self.best_metric, self.finite_check_every = best_metric, finite_check_every
+        self.resume_may_change = tuple(resume_may_change)
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self._stop_signal: int | None = None
+        self.stop_signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
 
     # ---- set-up and resume -------------------------------------------------------------
     def _autocast(self):
@@ -160,14 +173,31 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step, "train_time": self.train_time, "images_seen": self.images_seen,
+            "compute": {**self.compute, "train_flops": self.train_flops},
             "model": self.model.state_dict(), "ema": self.ema.module.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "rng": rng_state(), "config": self.config, "extra": self.extra, "image_shape": list(self.image_shape),
         }
 
-    def _resume(self) -> None:
-        state = load_checkpoint(checkpoint_dir(self.run_dir) / LAST, map_location=self.device)
+    def _resume(self) -> bool:
+        """Load the newest usable checkpoint of the run folder, if any; True when one was loaded."""
+        found = find_resumable(self.run_dir, map_location=self.device)
+        if found is None:
+            return False
+        path, state, problems = found
+        for problem in problems:
+            log.warning("skipped %s", problem)
+        if problems:
+            log.warning("resuming from the newest good checkpoint instead: %s", path)
+        if "rng" not in state:
+            raise CheckpointError(f"checkpoint {path} holds no RNG state, so a resume would silently diverge from an "
+                                  "uninterrupted run; start a new run folder (hydra.run.dir=...)")
+        changes = config_changes(state["config"], self.config, self.resume_may_change) if self.config else []
+        if changes:
+            shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+            raise ResumeMismatch(f"resume refused: this command changes {shown} from the run in {self.run_dir}; "
+                                 "use the run's values, or a new folder (hydra.run.dir=...) for a new run")
         self.model.load_state_dict(state["model"])
         self.ema.module.load_state_dict(state["ema"])
         for k, o in self.optimizers.items():
@@ -176,17 +206,28 @@ class Trainer:
             s.load_state_dict(state["schedulers"][k])
         set_rng_state(state["rng"])
         self.step, self.train_time, self.images_seen = state["step"], state["train_time"], state["images_seen"]
+        self.compute.update({k: v for k, v in state.get("compute", {}).items() if k in self.compute})
         self.extra = state.get("extra", {})
-        log.info("resumed from %s at step %d", checkpoint_dir(self.run_dir) / LAST, self.step)
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._stop_signal = signum  # checkpoint and stop at the end of the current step
+        if self.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
+        self.stop_signal = signum  # checkpoint and stop at the end of the current step
+
+    def _pass_on_signal(self) -> None:
+        """Hand the signal to the handler that was there before (submitit's requeue on SIGUSR2), after our
+        checkpoint is on disk."""
+        previous = self._previous_handlers.get(self.stop_signal)
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(self.stop_signal, None)
 
     # ---- the loop ------------------------------------------------------------------------
     def fit(self, model: GenerativeModel, data: ImageData, optimizer: OptimizerFactory, config: dict | None = None,
             eval_fn: EvalFn | None = None) -> GenerativeModel:
-        """Train `model` on `data` until max_steps or max_time (whichever comes first; null = no such
-        limit); returns the EMA model."""
+        """Train `model` on `data` until the first budget runs out (max_steps, max_time, max_flops; null =
+        no such limit) or a stop signal; returns the EMA model."""
         seed_everything(self.seed)
         self.model, self.config, self.extra = model.to(self.device), config or {}, {}
         self.image_shape = data.image_shape
@@ -200,26 +241,31 @@ class Trainer:
         warmup = max(self.lr_warmup_steps, 1)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warmup))
                            for k, o in self.optimizers.items()}
-        self.ema = EMA(model, self.ema_decay, self.ema_warmup)
+        self.ema = EMA(model, self.ema_decay, self.ema_warmup, tuple(getattr(model, "ema_skip", ())))
         self.step, self.train_time, self.images_seen = 0, 0.0, 0
-        if (checkpoint_dir(self.run_dir) / LAST).is_file():
-            self._resume()
+        self.compute: dict[str, Any] = {"train_flops_per_image": None, "compile_s": 0.0}
+        for stale in remove_stale_temporaries(checkpoint_dir(self.run_dir)):
+            log.info("removed %s, left by a save that was killed", stale)
+        resumed = self._resume()
+        if self.compute["train_flops_per_image"] is None:  # measured once, on a copy, RNG put back
+            first = data.batch(data.batch_indices(self.step, self.batch_size, self.seed), self.device)
+            with self._autocast():
+                self.compute["train_flops_per_image"] = train_flops_per_image(model, first)
         if self.compile:
             for child in model.children():
                 child.compile()
-        writer = SummaryWriter(str(self.run_dir / "tb"))
+        # purge_step: TensorBoard drops what a killed run logged after the checkpoint it resumes from
+        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if resumed else None)
         grid_noise = torch.Generator().manual_seed(self.seed + 12345)  # re-seeded per grid: fixed noise
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         counts: dict[str, int] = defaultdict(int)  # terms that run every n-th step are averaged over their own runs
         window = {"n": 0, "time": 0.0, "data": 0.0}
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
-        log.info("training %s on %s (%s), %d parameters, run dir %s", type(model).__name__, data.name,
-                 self.device, sum(p.numel() for p in model.parameters()), self.run_dir)
+        self._previous_handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        bar = self._progress_bar()
+        saved_step = self.step if resumed else -1
+        log.info("training %s on %s (%s), %d parameters, %.3g training GFLOPs per image, run dir %s", type(model).__name__,
+                 data.name, self.device, sum(p.numel() for p in model.parameters()),
+                 self.compute["train_flops_per_image"] / 1e9, self.run_dir)
         try:
             while not self._done():
                 t0 = time.perf_counter()
@@ -229,23 +275,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 # optimise: one backward and step per loss term, in the order the family yields them
                 model.train()
-                stepped: set[str] = set()
-                with self._autocast():
-                    for term in model.training_losses(x):
-                        opt = self.optimizers[term.optimizer]
-                        opt.zero_grad(set_to_none=True)
-                        term.loss.backward()
-                        params = [p for g in opt.param_groups for p in g["params"]]
-                        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or math.inf)
-                        sums[f"{term.optimizer}_grad_norm"] += grad_norm
-                        opt.step()
-                        stepped.add(term.optimizer)
-                        sums[term.name] += term.loss.detach().float()
-                        counts[term.name] += 1
-                        counts[f"{term.optimizer}_grad_norm"] += 1
-                        for k, v in term.metrics.items():
-                            sums[k] += v.float()
-                            counts[k] += 1
+                stepped = self._optimise(model, x, sums, counts)
                 for k in stepped:  # a term that did not run this step (n_critic) leaves its warm-up where it is
                     self.schedulers[k].step()
                 # EMA
@@ -253,78 +283,169 @@ class Trainer:
                 self.step += 1
                 self.images_seen += len(idx)
                 t2 = time.perf_counter()
-                self.train_time += t2 - t0
-                window["n"] += 1
-                window["time"] += t2 - t0
-                window["data"] += t1 - t0
+                if self.compile and self.step == 1 and not resumed:  # the first compiled step is mostly compiling
+                    self.compute["compile_s"] = t2 - t0
+                    writer.add_scalar("perf/compile_s", t2 - t0, self.step)
+                else:
+                    self.train_time += t2 - t0
+                    window["n"] += 1
+                    window["time"] += t2 - t0
+                    window["data"] += t1 - t0
                 # log
                 if self.step % max(self.log_every, 1) == 0 or self._done():
-                    self._log(writer, {k: v / max(counts[k], 1) for k, v in sums.items()}, window, bar)
+                    self._log(writer, {k: v / max(counts[k], 1) for k, v in sums.items()}, window)
                     sums.clear()
                     counts.clear()
                     window = {"n": 0, "time": 0.0, "data": 0.0}
-                elif bar is not None:
-                    bar.update(1)
+                if bar is not None:
+                    self._update_bar(bar)
                 # sample
                 if self.num_grid_samples and self.sample_every and (self.step % self.sample_every == 0 or self._done()):
                     with preserved_rng():
                         self._write_grid(writer, grid_noise)
-                # evaluate
+                # evaluate (a cheaper protocol than the final one: its own tag group, eval_during/*)
                 if eval_fn and self.eval_every and (self.step % self.eval_every == 0 or self._done()):
                     with preserved_rng():
                         results = eval_fn(self.ema.module, self.step)
                     for k, v in results.items():
-                        writer.add_scalar(f"eval/{k}", v, self.step)
+                        writer.add_scalar(f"eval_during/{k}", v, self.step)
                     self._keep_best(results)
                 # checkpoint
                 if self._done() or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
-                    save_checkpoint(self._state(), self.run_dir, self.keep_checkpoints)
+                    self._save()
+                    saved_step = self.step
+            if self.stop_signal is not None and saved_step != self.step:  # stopped before the first step
+                self._save()
         finally:
-            for s, handler in previous.items():
+            for s, handler in self._previous_handlers.items():
                 signal.signal(s, handler)
             if bar is not None:
                 bar.close()
             writer.close()
-        if self._stop_signal is not None:
-            log.warning("stopped by signal %d at step %d; re-run the same command to resume", self._stop_signal, self.step)
-        log.info("done: %d steps, %.0f s of training, %d images seen", self.step, self.train_time, self.images_seen)
+        if self.stop_signal is not None:
+            log.warning("stopped by %s at step %d; checkpoint saved in %s", signal.Signals(self.stop_signal).name,
+                        self.step, checkpoint_dir(self.run_dir))
+            self._pass_on_signal()
+        log.info("done: %d steps, %.0f s of training, %d images seen, %.3g training PFLOPs", self.step, self.train_time,
+                 self.images_seen, self.train_flops / 1e15)
         return self.ema.module
 
+    def _optimise(self, model: GenerativeModel, x: torch.Tensor, sums: dict, counts: dict) -> set[str]:
+        """Backward and step for each loss term; autocast covers the forward passes only (PyTorch's advice).
+        Before each optimizer step the loss and gradient norm are checked to be finite."""
+        stepped: set[str] = set()
+        terms = model.training_losses(x)
+        while True:
+            with self._autocast():
+                term = next(terms, None)  # the family's forward pass for this term
+            if term is None:
+                return stepped
+            opt = self.optimizers[term.optimizer]
+            opt.zero_grad(set_to_none=True)
+            term.loss.backward()
+            params = [p for g in opt.param_groups for p in g["params"]]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or math.inf)
+            if self.finite_check_every and self.step % self.finite_check_every == 0:
+                self._check_finite(term.name, term.loss, grad_norm)
+            opt.step()
+            stepped.add(term.optimizer)
+            sums[term.name] += term.loss.detach().float()
+            sums[f"{term.optimizer}_grad_norm"] += grad_norm
+            counts[term.name] += 1
+            counts[f"{term.optimizer}_grad_norm"] += 1
+            for k, v in term.metrics.items():
+                sums[k] += v.float()
+                counts[k] += 1
+
+    def _check_finite(self, name: str, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """One host sync per check (as torch.amp.GradScaler makes per step); trainer.finite_check_every=N
+        thins it out on a GPU, and _save still refuses non-finite weights."""
+        if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
+            raise NonFiniteError(f"train/{name} is {float(loss.detach()):.4g} with gradient norm {float(grad_norm):.4g} at step "
+                                 f"{self.step + 1}: stopped before the optimizer step, the last checkpoint is kept; "
+                                 "lower optim.lr, or clip with trainer.grad_clip")
+
+    def _save(self) -> None:
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteError(f"parameter {bad[0]} is not finite at step {self.step}: no checkpoint written, the last "
+                                 "one is kept; lower optim.lr, or clip with trainer.grad_clip")
+        save_checkpoint(self._state(), self.run_dir, self.keep_checkpoints)
+
     def _keep_best(self, results: dict[str, float]) -> None:
-        """checkpoints/best.pt: the state at the lowest eval/fid so far; self.extra carries the score across resumes."""
-        score = results.get(BEST_METRIC)
-        if score is None or not math.isfinite(score) or score >= self.extra.get(f"best_{BEST_METRIC}", math.inf):
+        """checkpoints/best.pt: the state at the lowest during-training `best_metric` so far; self.extra carries
+        the score across resumes."""
+        score = results.get(self.best_metric) if self.best_metric else None
+        key = f"best_{self.best_metric}"
+        if score is None or not math.isfinite(score) or score >= self.extra.get(key, math.inf):
             return
-        self.extra.update({f"best_{BEST_METRIC}": float(score), "best_step": self.step})
+        self.extra.update({key: float(score), "best_step": self.step})
         atomic_save({"format_version": FORMAT_VERSION, **self._state()}, checkpoint_dir(self.run_dir) / BEST)
 
     @property
     def interrupted(self) -> bool:
-        """True when a signal (SIGTERM, SIGUSR1) stopped training before its budget."""
-        return self._stop_signal is not None
+        """True when a signal (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) stopped training before its budget."""
+        return self.stop_signal is not None
+
+    @property
+    def train_flops(self) -> float:
+        return self.images_seen * (self.compute["train_flops_per_image"] or 0.0)
 
     def _done(self) -> bool:
-        return ((self.max_steps is not None and self.step >= self.max_steps) or self._stop_signal is not None
-                or (self.max_time is not None and self.train_time >= self.max_time))
+        return ((self.max_steps is not None and self.step >= self.max_steps) or self.stop_signal is not None
+                or (self.max_time is not None and self.train_time >= self.max_time)
+                or (self.max_flops is not None and self.train_flops >= self.max_flops))
 
-    def _log(self, writer: SummaryWriter, means: dict[str, torch.Tensor], window: dict[str, float], bar: Any) -> None:
-        n = max(window["n"], 1)
+    def _budget(self) -> tuple[float, float, str]:
+        """(done, total, unit) of the budget the progress bar follows: steps, else FLOPs, else seconds."""
+        if self.max_steps is not None:
+            return self.step, self.max_steps, "step"
+        if self.max_flops is not None:
+            return self.train_flops / 1e12, self.max_flops / 1e12, "TFLOP"
+        return self.train_time, self.max_time, "s"
+
+    def _eta(self, window: dict[str, float]) -> float:
+        """Seconds of training left: the soonest of the budgets at the recent step time."""
+        per_step = window["time"] / max(window["n"], 1)
+        eta = math.inf
+        if self.max_steps is not None:
+            eta = (self.max_steps - self.step) * per_step
+        if self.max_time is not None:
+            eta = min(eta, self.max_time - self.train_time)
+        if self.max_flops is not None and self.compute["train_flops_per_image"]:
+            steps = (self.max_flops - self.train_flops) / (self.compute["train_flops_per_image"] * self.batch_size)
+            eta = min(eta, steps * per_step)
+        return max(eta, 0.0)
+
+    def _progress_bar(self):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        done, total, unit = self._budget()
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}{postfix}]"
+        return tqdm(total=total, initial=done, desc="train", unit=unit, dynamic_ncols=True, bar_format=fmt)
+
+    def _update_bar(self, bar) -> None:
+        bar.update(self._budget()[0] - bar.n)
+        if self.max_steps is None:
+            bar.set_postfix_str(f"step {self.step}", refresh=False)
+
+    def _log(self, writer: SummaryWriter, means: dict[str, torch.Tensor], window: dict[str, float]) -> None:
         scalars = {f"train/{k}": float(v) for k, v in means.items()}
         scalars["perf/img_per_s"] = window["n"] * self.batch_size / max(window["time"], 1e-9)
         scalars["perf/data_time_frac"] = window["data"] / max(window["time"], 1e-9)
-        scalars["train/lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+        scalars["perf/train_time_s"] = self.train_time
+        scalars["perf/images_seen"] = self.images_seen
+        scalars["perf/train_flops"] = self.train_flops
+        for name, opt in self.optimizers.items():
+            scalars[f"train/lr_{name}"] = opt.param_groups[0]["lr"]
         for k, v in scalars.items():
             writer.add_scalar(k, v, self.step)
-        if bar is not None:
-            bar.update(self.step - bar.n)
-            bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in scalars.items() if "loss" in k})
-        else:
-            eta = math.inf if self.max_steps is None else (self.max_steps - self.step) * window["time"] / n
-            if self.max_time is not None:
-                eta = min(eta, self.max_time - self.train_time)
-            log.info("step %d/%s %s %.0f img/s eta %s", self.step, self.max_steps or "-",
-                     " ".join(f"{k.split('/')[1]}={v:.4g}" for k, v in scalars.items() if "loss" in k),
-                     scalars["perf/img_per_s"], time.strftime("%H:%M:%S", time.gmtime(max(eta, 0))))
+        losses = " ".join(f"{k.split('/')[1]}={v:.4g}" for k, v in scalars.items() if "loss" in k)
+        eta = self._eta(window)
+        log.info("step %d/%s %s %.0f img/s eta %s", self.step, self.max_steps or "-", losses, scalars["perf/img_per_s"],
+                 "-" if math.isinf(eta) else f"{int(eta) // 3600}:{int(eta) % 3600 // 60:02d}:{int(eta) % 60:02d}")
 
     def _write_grid(self, writer: SummaryWriter, generator: torch.Generator) -> None:
         generator.manual_seed(self.seed + 12345)
