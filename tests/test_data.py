@@ -25,6 +25,18 @@ def test_read_idx_agrees_with_torchvision(tmp_path: Path):
     assert np.array_equal(gdata.read_idx(tmp_path / "packed-idx3-ubyte.gz"), images)
 
 
+@pytest.mark.parametrize("damage", ["truncated gz", "truncated", "not idx"])
+def test_a_broken_idx_file_is_named_in_one_line(tmp_path: Path, damage: str):
+    images = fake_digits(10, seed=3)
+    path = tmp_path / ("a-idx3-ubyte.gz" if damage == "truncated gz" else "a-idx3-ubyte")
+    write_idx(path, images, compress=damage == "truncated gz")
+    data = path.read_bytes()
+    path.write_bytes(b"\x89PNG" + data[4:] if damage == "not idx" else data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"{path} (is not a readable IDX file|holds .* bytes but its header|is not an IDX file)") as e:
+        gdata.read_idx(path)
+    assert "\n" not in str(e.value) and "fetch it again" in str(e.value)
+
+
 def test_debian_layout_is_preferred(tmp_path: Path, monkeypatch):
     system = write_mnist_like(tmp_path / "debian", "", n_train=12, n_test=5, compress=True)
     monkeypatch.setattr(gdata, "DEBIAN_FASHION_MNIST", system)
@@ -49,6 +61,57 @@ def test_missing_dataset_names_every_place_and_the_fix(tmp_path: Path, monkeypat
         gdata.fashion_mnist(root=str(tmp_path / "no-root"))
     message = str(err.value)
     assert "no-debian" in message and "no-root" in message and "make install" in message and "data.download=true" in message
+
+
+def offline(monkeypatch) -> None:
+    """No network: torchvision's own download code runs and meets the URLError urlopen raises offline."""
+    import urllib.error
+    import urllib.request
+
+    def urlopen(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+
+
+@pytest.mark.parametrize("name, build, put, install", [
+    ("mnist", gdata.mnist, "MNIST/raw", "train on data=fashion_mnist"),
+    ("fashion_mnist", gdata.fashion_mnist, "FashionMNIST/raw", "install Debian's dataset-fashion-mnist"),
+    ("cifar10", gdata.cifar10, "cifar-10-python.tar.gz in", "train on data=fashion_mnist"),
+])
+def test_offline_download_says_no_network_and_where_the_files_go(tmp_path: Path, monkeypatch, name, build, put, install):
+    monkeypatch.setattr(gdata, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    offline(monkeypatch)
+    with pytest.raises(gdata.DatasetNotFound, match=rf"^no network: could not download {name} from http\S+; put .*{put}.*, or {install}") as e:
+        build(root=str(tmp_path / "root"), download=True)
+    assert "\n" not in str(e.value) and str(tmp_path / "root") in str(e.value)
+
+
+def test_download_goes_through_torchvision_then_reads_its_files(tmp_path: Path, monkeypatch):
+    """data.download=true runs torchvision's own download (served here from local files, md5s checked) and
+    reads the IDX files it leaves in root/MNIST/raw."""
+    import hashlib
+    import io
+    import urllib.request
+
+    from torchvision.datasets import MNIST
+
+    served = write_mnist_like(tmp_path / "server", "", n_train=12, n_test=4, compress=True)
+    files = {p.name: p.read_bytes() for p in served.iterdir()}
+    monkeypatch.setattr(MNIST, "mirrors", ["http://mirror.invalid/mnist/"])
+    monkeypatch.setattr(MNIST, "resources", [(n, hashlib.md5(b).hexdigest()) for n, b in sorted(files.items())])
+
+    class Response(io.BytesIO):
+        def __init__(self, url: str):
+            super().__init__(files[url.rsplit("/", 1)[1]])
+            self.url, self.length = url, len(self.getvalue())
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, *a, **k: Response(request.full_url))
+    ds = gdata.mnist(root=str(tmp_path / "root"), image_size=28, download=True)
+    assert torch.equal(ds.train[:, 0], torch.from_numpy(fake_digits(12, seed=0))) and len(ds.test) == 4
+    assert (tmp_path / "root" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    again = gdata.mnist(root=str(tmp_path / "root"), image_size=28)  # now on disk: no download asked for
+    assert torch.equal(again.train, ds.train)
 
 
 def test_cifar10_missing_gives_clear_error(tmp_path: Path):

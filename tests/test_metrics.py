@@ -18,7 +18,7 @@ from PIL import Image
 
 from genbench import data as gdata
 from genbench.extractors import INCEPTION_FILE, cnn_paths, resolve_extractor, sha256_file
-from genbench.metrics import FidelityMetrics, load_image_folder, to_rgb
+from genbench.metrics import FidelityMetrics, to_rgb
 
 N = 300  # images per side in the metric tests
 
@@ -64,6 +64,7 @@ def test_cnn_weights_are_small_recorded_and_named_by_hash():
     assert extractor.name == f"fmnist-cnn-{recorded['sha256'][:8]}" and extractor.sha256 == recorded["sha256"]
 
 
+@pytest.mark.slow  # 10,000 test images through the CNN: the shipped weights' sha256 is checked in the fast suite
 def test_cnn_accuracy_on_the_test_split(fmnist):
     from genbench.extractors import load_cnn
     from genbench.extractors.cnn import prepare
@@ -122,21 +123,53 @@ def test_fid_equals_the_fidelity_command_on_png_folders(fmnist, tmp_path, monkey
     assert abs(ours["kid_mean"] - theirs["kernel_inception_distance_mean"]) < 1e-5
 
 
+def test_numbers_equal_calculate_metrics_exactly(fmnist):
+    """genbench scores from feature dicts with torch-fidelity's metric functions; torch-fidelity's own
+    calculate_metrics (what genbench called before it owned the cache) gives the very same floats."""
+    from torch_fidelity import calculate_metrics
+
+    from genbench.metrics import RESULT_NAMES, UInt8Images
+
+    gen, ref = fmnist.train[:N], fmnist.test[:N]
+    for metrics in (("fid",), ("fid", "isc", "kid", "prc")):
+        m = cnn_metrics(metrics=metrics)
+        theirs = calculate_metrics(
+            input1=UInt8Images(to_rgb(gen)), input2=UInt8Images(to_rgb(ref)), feature_extractor=m.extractor.name,
+            **{k: True for k in metrics}, cuda=False, batch_size=m.batch_size, isc_splits=m.isc_splits,
+            kid_subsets=m.kid_subsets, kid_subset_size=m.kid_subset_size, prc_neighborhood=m.prc_neighborhood,
+            save_cpu_ram=True, verbose=False, cache=False)
+        assert m.compute(gen, ref) == {RESULT_NAMES[k]: float(v) for k, v in theirs.items()}
+
+
 def test_reference_cache_is_reused_and_invalidated_by_new_data(fmnist, tmp_path):
-    cache = tmp_path / "cache"
+    cache, name = tmp_path / "cache", "fashion_mnist-test"
     m = cnn_metrics(metrics=("fid", "kid"), cache_dir=str(cache))
     gen, ref = fmnist.train[:N], fmnist.test[:N].clone()
-    first = m.compute(gen, ref, "fashion_mnist-test")
-    files = sorted(p.name for p in cache.iterdir())
-    assert files and all(m.extractor.name in f and m.reference_key(ref, "fashion_mnist-test") in f for f in files)
-    mtimes = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
-    assert m.compute(gen, ref, "fashion_mnist-test") == first  # a cache hit: nothing rewritten
-    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == mtimes
-    ref[0, 0, 10:20, 10:20] = 255  # the data changes: a new key, new statistics
-    changed = m.compute(gen, ref, "fashion_mnist-test")
-    assert len(list(cache.iterdir())) == 2 * len(files)
-    assert changed["fid"] != first["fid"]
-    assert m.reference_key(ref, "fashion_mnist-test") != m.reference_key(fmnist.test[:N], "fashion_mnist-test")
+    first = m.compute(gen, ref, name)
+    files = list(cache.iterdir())
+    assert files == [m.cache_path(ref, name)] and files[0].suffix == ".safetensors" and m.extractor.name in files[0].name
+    assert first == cnn_metrics(metrics=("fid", "kid")).compute(gen, ref)  # caching changes no number
+    mtime = files[0].stat().st_mtime_ns
+    assert m.compute(gen, ref, name) == first and files[0].stat().st_mtime_ns == mtime  # a hit: nothing rewritten
+    # the hit really serves the file: features of other images stored under this key change the numbers
+    other = fmnist.test[N : 2 * N]
+    m._write_cache(files[0], ref, m.featuresdict(other))
+    assert m.compute(gen, ref, name) == m.compute(gen, other)
+    # other settings of the same extractor (the smaller during-training KID) share the file
+    assert cnn_metrics(metrics=("isc",), kid_subset_size=50, cache_dir=str(cache)).cache_path(ref, name) == files[0]
+    ref[0, 0, 10:20, 10:20] = 255  # the data changes: a new key, new features
+    changed = m.compute(gen, ref, name)
+    assert len(list(cache.iterdir())) == 2 and changed["fid"] != first["fid"]
+    assert m.reference_key(ref, name) != m.reference_key(fmnist.test[:N], name)
+
+
+def test_features_api(fmnist):
+    """What the protocol's memorisation check uses: (N, D) features at a metric's layer, from the same network."""
+    m = cnn_metrics()
+    x = fmnist.test[:20]
+    assert m.features(x).shape == (20, 128) and m.features(x, metric="isc").shape == (20, 10)
+    assert torch.equal(m.features(x), m.featuresdict(x)[m.layers["fid"]])
+    assert torch.equal(m.features(x[:5]), m.features(x)[:5])
 
 
 # ---- errors ------------------------------------------------------------------------------------
@@ -148,13 +181,6 @@ def test_float_images_are_refused(fmnist):
 def test_too_few_images_for_kid_subset_size(fmnist):
     with pytest.raises(ValueError, match=r"eval.metrics.kid_subset_size=100 exceeds the 50 generated"):
         cnn_metrics().compute(fmnist.test[:50], fmnist.test[:N])
-
-
-def test_empty_samples_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"samples_dir=.* holds no samples.npz and no .png"):
-        load_image_folder(tmp_path, channels=1)
-    with pytest.raises(FileNotFoundError, match="is not a folder"):
-        load_image_folder(tmp_path / "missing", channels=1)
 
 
 def test_unknown_extractor():
@@ -197,6 +223,7 @@ def random_inception_weights(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # Inception-v3 at 299x299 on the CPU; its weights' safe loading is tested fast in test_inputs.py
 def test_inception_with_local_weights_matches_the_fidelity_command(fmnist, tmp_path, monkeypatch, capsys):
     weights = random_inception_weights(tmp_path / "inception.pth")
     m = FidelityMetrics("inception-v3", inception_weights=str(weights), metrics=("fid", "isc"), isc_splits=2,

@@ -1,8 +1,19 @@
-"""Image datasets held in memory as one uint8 tensor and batched by indexing.
+"""Image datasets held in memory as one uint8 tensor and batched by indexing, and the one reader of
+image files and sample arrays.
 
 Every builder returns an `ImageData` whose splits are (N, C, H, W) uint8 tensors at
 `image_size`; `ImageData.batch` turns indices into floats in [-1, 1]. The batch order is a
 pure function of (seed, step), so a resumed run sees exactly the batches it would have seen.
+
+Reading (one path for `data=image_folder` and for the samples `genbench eval` scores):
+- `read_image`: one file to uint8. A file PIL cannot decode (truncated, not an image) is one
+  error naming it. 16-bit greyscale (PNG/TIFF mode I;16) is scaled to 8 bits as round(v / 257),
+  the exact map of [0, 65535] onto [0, 255]; 16-bit RGB is reduced to 8 bits by PIL itself (it keeps
+  the high byte). 32-bit integer and float images are refused: their range is not known.
+- `load_samples`: a folder of images, a `genbench sample` folder (its samples.npz) or an .npz/.npy
+  file. Arrays must be integers in [0, 255]. Float arrays are refused, not guessed: a float image in
+  [0, 1] and one in [-1, 1] with few dark pixels look alike, and tools disagree on rounding, so the
+  error prints the exact conversion for the range it found.
 """
 
 from __future__ import annotations
@@ -10,7 +21,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import struct
+import urllib.error
+import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +37,8 @@ from genbench.validate import check_choice
 Fit = Literal["pad", "resize"]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SAMPLES_FILE = "samples.npz"  # written by genbench.sample.write_samples beside the PNGs: images (N, C, H, W) uint8
+GRID_FILE = "grid.png"  # ditto: a grid of the samples, not a sample
 
 
 class DatasetNotFound(FileNotFoundError):
@@ -35,6 +50,7 @@ class ImageData:
     name: str
     train: torch.Tensor  # (N, C, H, W) uint8
     test: torch.Tensor | None  # (M, C, H, W) uint8, or None when the dataset has no test split
+    extractor: str = "inception-v3"  # the feature extractor that scores it (genbench.extractors; `extractor:` in conf/data)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -93,91 +109,239 @@ def fit_size(images: torch.Tensor, image_size: int, fit: Fit) -> torch.Tensor:
     return resized.round().clamp(0, 255).to(torch.uint8).contiguous()
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else type(e).__name__
+
+
 # ---- IDX files (MNIST, Fashion-MNIST) ------------------------------------------------------
+# Hand-written because torchvision's reader (datasets.mnist.read_sn3_pascalvincent_tensor) opens its
+# path with plain open(): it cannot read the .gz files Debian's dataset-fashion-mnist installs.
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (LeCun et al.'s MNIST format), gzip-compressed or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    """Read an IDX file of unsigned bytes (LeCun et al.'s MNIST format), gzip-compressed or not.
+    A truncated or foreign file is one error naming it."""
+    path = Path(path)
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path} is not a readable IDX file ({_first_line(e)}); delete it and fetch it again") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex() or 'missing'}); delete it and fetch it again")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = 4 + 4 * ndim + int(np.prod(shape))
+    if len(data) != expected:
+        raise ValueError(f"{path} holds {len(data)} bytes but its header {shape} needs {expected}: the file is truncated "
+                         "or corrupt; delete it and fetch it again")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def _idx_images(directory: Path, prefix: str) -> Path | None:
+    """`directory`'s {prefix}-images-idx3-ubyte file, compressed or not, if it has one."""
+    return next((directory / n for n in (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte")
+                 if (directory / n).is_file()), None)
+
+
 def _idx_split(directory: Path, prefix: str) -> torch.Tensor | None:
-    for name in (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte"):
-        if (directory / name).is_file():
-            return torch.from_numpy(read_idx(directory / name).copy())[:, None]  # (N, 1, 28, 28)
-    return None
+    path = _idx_images(directory, prefix)
+    return None if path is None else torch.from_numpy(read_idx(path).copy())[:, None]  # (N, 1, 28, 28)
 
 
-def _torchvision_split(cls_name: str, root: Path, train: bool, download: bool) -> torch.Tensor:
+def _is_offline(e: BaseException) -> bool:
+    """A download that failed for want of a network (torchvision's MNIST wraps the URLErrors in a RuntimeError)."""
+    return isinstance(e, (urllib.error.URLError, ConnectionError, TimeoutError)) or "Error downloading" in str(e)
+
+
+def _download(name: str, cls_name: str, root: Path, put: str, install: str) -> None:
+    """torchvision's own download of `cls_name` into `root`; offline, one line saying where the files go."""
     import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
-    ds = cls(str(root), train=train, download=download)
-    data = torch.as_tensor(np.asarray(ds.data))
-    return data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)  # (N, C, H, W)
+    try:
+        cls(str(root), train=True, download=True)
+    except (RuntimeError, OSError, urllib.error.URLError) as e:
+        url = getattr(cls, "url", None) or cls.mirrors[0]
+        if _is_offline(e):
+            raise DatasetNotFound(f"no network: could not download {name} from {url}; put {put}, or {install}") from None
+        raise DatasetNotFound(f"could not download {name} from {url} ({_first_line(e)}); put {put}, or {install}") from None
 
 
-def _missing(name: str, places: list[str], fix: str) -> DatasetNotFound:
-    return DatasetNotFound(f"{name} not found; looked in {', '.join(places)}. {fix}")
+def _idx_dataset(name: str, cls_name: str, root: str, download: bool, image_size: int, fit: Fit, extractor: str,
+                 system_dir: Path | None = None) -> ImageData:
+    """An IDX dataset (MNIST, Fashion-MNIST) from `system_dir` (a Debian package) or torchvision's
+    layout root/<cls_name>/raw, .gz or not; downloaded there by torchvision when `download`."""
+    raw = Path(os.path.expanduser(str(root))) / cls_name / "raw"
+    places = ([system_dir] if system_dir is not None else []) + [raw]
+    files = "the IDX files (train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz, ...)"
+    install = ("install Debian's dataset-fashion-mnist (`make install`)" if system_dir is not None
+               else "train on data=fashion_mnist, which Debian packages")
+    found = next((p for p in places if _idx_images(p, "train") is not None), None)
+    if found is None and download:
+        _download(name, cls_name, raw.parent.parent, f"{files} in {raw}", install)
+        found = raw
+    if found is None:
+        raise DatasetNotFound(f"{name} not found; looked in {', '.join(map(str, places))}. Put {files} in {raw}, "
+                              f"{install}, or add data.download=true")
+    train, test = _idx_split(found, "train"), _idx_split(found, "t10k")
+    return ImageData(name, fit_size(train, image_size, fit), None if test is None else fit_size(test, image_size, fit), extractor)
 
 
-def _torchvision_dataset(
-    name: str, cls_name: str, root: str, download: bool, image_size: int, fit: Fit, system_dir: Path | None = None
-) -> ImageData:
-    """A torchvision dataset, preferring IDX files in `system_dir` (a Debian package) when present."""
-    root_path = Path(os.path.expanduser(root))
-    if system_dir is not None and _idx_split(system_dir, "train") is not None:
-        train, test = _idx_split(system_dir, "train"), _idx_split(system_dir, "t10k")
-    else:
-        try:
-            train = _torchvision_split(cls_name, root_path, True, download)
-            test = _torchvision_split(cls_name, root_path, False, download)
-        except RuntimeError as e:  # torchvision: "Dataset not found. You can use download=True ..."
-            places = ([str(system_dir)] if system_dir else []) + [str(root_path)]
-            fix = "Run `make install` (installs the Debian package) or add data.download=true." if system_dir else "Add data.download=true."
-            raise _missing(name, places, fix) from e
-    return ImageData(name, fit_size(train, image_size, fit), None if test is None else fit_size(test, image_size, fit))
-
-
-def fashion_mnist(root: str = "~/.cache/genbench/data", image_size: int = 32, download: bool = False, fit: Fit = "pad") -> ImageData:
+def fashion_mnist(root: str = "~/.cache/genbench/data", image_size: int = 32, download: bool = False, fit: Fit = "pad",
+                  extractor: str = "fmnist-cnn") -> ImageData:
     """Fashion-MNIST (Xiao et al. 2017): from /usr/share/datasets/fashion-mnist (Debian's
-    dataset-fashion-mnist) when installed, else torchvision's copy under `root`."""
-    return _torchvision_dataset("fashion_mnist", "FashionMNIST", root, download, image_size, fit, DEBIAN_FASHION_MNIST)
+    dataset-fashion-mnist) when installed, else torchvision's layout under `root`."""
+    return _idx_dataset("fashion_mnist", "FashionMNIST", root, download, image_size, fit, extractor, DEBIAN_FASHION_MNIST)
 
 
-def mnist(root: str = "~/.cache/genbench/data", image_size: int = 32, download: bool = False, fit: Fit = "pad") -> ImageData:
-    return _torchvision_dataset("mnist", "MNIST", root, download, image_size, fit)
+def mnist(root: str = "~/.cache/genbench/data", image_size: int = 32, download: bool = False, fit: Fit = "pad",
+          extractor: str = "inception-v3") -> ImageData:
+    return _idx_dataset("mnist", "MNIST", root, download, image_size, fit, extractor)
 
 
-def cifar10(root: str = "~/.cache/genbench/data", image_size: int = 32, download: bool = False, fit: Fit = "resize") -> ImageData:
-    return _torchvision_dataset("cifar10", "CIFAR10", root, download, image_size, fit)
+def cifar10(root: str = "~/.cache/genbench/data", image_size: int = 32, download: bool = False, fit: Fit = "resize",
+            extractor: str = "inception-v3") -> ImageData:
+    """CIFAR-10 through torchvision, which checks every batch file's md5 before it unpickles it."""
+    import torchvision
+
+    root_path = Path(os.path.expanduser(str(root)))
+    put = f"cifar-10-python.tar.gz in {root_path} (read with data.download=true), or its extracted cifar-10-batches-py/ there"
+    if download:
+        _download("cifar10", "CIFAR10", root_path, put, "train on data=fashion_mnist, which Debian packages")
+    try:
+        splits = [torchvision.datasets.CIFAR10(str(root_path), train=t, download=False).data for t in (True, False)]
+    except RuntimeError:  # "Dataset not found or corrupted. You can use download=True ..."
+        raise DatasetNotFound(f"cifar10 not found or corrupt in {root_path / 'cifar-10-batches-py'}. Add data.download=true, "
+                              f"or put {put}") from None
+    train, test = (torch.from_numpy(np.asarray(d)).permute(0, 3, 1, 2) for d in splits)  # (N, 3, 32, 32)
+    return ImageData("cifar10", fit_size(train, image_size, fit), fit_size(test, image_size, fit), extractor)
 
 
-def image_folder(root: str, image_size: int = 32, channels: int = 3, test_fraction: float = 0.0, fit: Fit = "resize") -> ImageData:
+def image_folder(root: str | None = None, image_size: int = 32, channels: int = 3, test_fraction: float = 0.0,
+                 fit: Fit = "resize", extractor: str = "inception-v3") -> ImageData:
     """Every image file under `root` (recursively), converted to `channels` (1 or 3), held in memory.
     The last `test_fraction` of the sorted file list becomes the test split."""
-    from PIL import Image
-
+    if not root:
+        raise ValueError("data=image_folder needs data.root=DIR: the folder of images to train on (.png, .jpg, ...; "
+                         "searched recursively)")
     if channels not in (1, 3):
         raise ValueError(f"data.channels must be 1 or 3, got {channels}")
     if not 0 <= test_fraction < 1:
         raise ValueError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
     folder = Path(os.path.expanduser(str(root)))
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-    if not files:
-        raise _missing("image_folder", [str(folder)], "Set data.root to a folder holding .png/.jpg images.")
-    mode = "L" if channels == 1 else "RGB"
-    tensors = []
-    for p in files:
-        with Image.open(p) as im:
-            img = torch.from_numpy(np.asarray(im.convert(mode), dtype=np.uint8).copy())
-        img = img[None] if img.ndim == 2 else img.permute(2, 0, 1)
-        tensors.append(fit_size(img[None], image_size, fit)[0])
-    images = torch.stack(tensors)
+    files = image_files(folder, "data.root")
+    images = torch.stack([fit_size(read_image(p, channels)[None], image_size, fit)[0] for p in files])
     n_test = int(len(images) * test_fraction)
-    return ImageData("image_folder", images[: len(images) - n_test], images[len(images) - n_test :] if n_test else None)
+    return ImageData("image_folder", images[: len(images) - n_test], images[len(images) - n_test :] if n_test else None,
+                     extractor)
+
+
+# ---- image files and sample arrays ---------------------------------------------------------
+def image_files(folder: Path, key: str, exclude: Iterable[str] = (), fix: str = "point it at a folder of images") -> list[Path]:
+    """Image files under `folder` (recursively, by suffix), sorted; one error naming `key` and `fix` when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetNotFound(f"{key}={folder} is not a folder; {fix}")
+    skip = {folder / name for name in exclude}
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p not in skip and p.is_file())
+    if not files:
+        raise DatasetNotFound(f"{key}={folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); {fix}")
+    return files
+
+
+def read_image(path: Path, channels: int) -> torch.Tensor:
+    """One image file as (channels, H, W) uint8 (channels 1: PIL's "L", 3: "RGB"). 16-bit grey is scaled
+    to 8 bits, round(v / 257); a file PIL cannot decode is one ValueError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated file fails here, not later
+            if im.mode.startswith("I;16"):
+                im = Image.fromarray(np.round(np.asarray(im, dtype=np.float64) / 257.0).astype(np.uint8))
+            elif im.mode in ("I", "F"):
+                kind = "32-bit integer" if im.mode == "I" else "floating-point"
+                raise _Refused(f"{path} has {kind} pixels, whose range is unknown; save it as an 8- or 16-bit PNG")
+            array = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    except _Refused as e:
+        raise ValueError(str(e)) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+        raise ValueError(f"{path} is not a readable image ({_first_line(e)}); delete or replace it") from None
+    image = torch.from_numpy(array.copy())
+    return image[None] if image.dim() == 2 else image.permute(2, 0, 1)
+
+
+class _Refused(Exception):
+    """A readable image genbench will not guess about (kept apart from PIL's own ValueErrors)."""
+
+
+def images_from_array(array: np.ndarray, what: str) -> torch.Tensor:
+    """An array of images as uint8 (N, C, H, W). Takes (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1
+    or 3, of integers in [0, 255]; floats are refused with the exact conversion to apply."""
+    if array.dtype.kind == "f":
+        lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            fix = "replace the NaN/Inf values, then convert to uint8 in [0, 255]"
+        elif lo >= 0 and hi <= 1:
+            fix = "for images in [0, 1], save (x * 255).round().astype(np.uint8)"
+        elif lo >= -1 and hi <= 1:
+            fix = "for images in [-1, 1], save ((x + 1) * 127.5).round().astype(np.uint8)"
+        elif lo >= 0 and hi <= 255:
+            fix = "for images in [0, 255], save x.round().astype(np.uint8)"
+        else:
+            fix = "rescale them to [0, 255] and save them as uint8"
+        raise ValueError(f"{what}: images are {array.dtype} in [{lo:.4g}, {hi:.4g}], but genbench scores uint8 images "
+                         f"and does not guess a float range; {fix}")
+    if array.dtype.kind not in "ui":
+        raise ValueError(f"{what}: images are {array.dtype}; save them as uint8 in [0, 255]")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"{what}: integer images in [{array.min()}, {array.max()}] are not 8-bit; scale them to "
+                         "[0, 255] (16-bit: (x / 257).round()) and save them as uint8")
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4 or (array.shape[1] not in (1, 3) and array.shape[-1] not in (1, 3)):
+        raise ValueError(f"{what}: images have shape {array.shape}; expected (N, C, H, W) or (N, H, W, C) with C = 1 or 3")
+    if len(array) == 0:
+        raise ValueError(f"{what} holds no images")
+    images = torch.from_numpy(np.ascontiguousarray(array).astype(np.uint8))
+    return images if images.shape[1] in (1, 3) else images.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+
+
+def read_array(path: Path, key: str) -> torch.Tensor:
+    """The `images` array of an .npz (or the array of an .npy) as uint8 (N, C, H, W); never unpickles."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                if "images" not in loaded.files:
+                    raise _Refused(f"{key}: {path} holds no `images` array (it has: {', '.join(loaded.files) or 'none'}); "
+                                   "save the samples with np.savez(path, images=uint8 array (N, C, H, W))")
+                array = loaded["images"]
+        else:
+            array = loaded
+    except _Refused as e:
+        raise ValueError(str(e)) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # object arrays: ValueError (allow_pickle=False)
+        raise ValueError(f"{key}: {path} is not a readable .npz/.npy file of images ({_first_line(e)})") from None
+    return images_from_array(array, f"{key}: {path}")
+
+
+def load_samples(path: str | Path, channels: int, key: str = "samples_dir") -> torch.Tensor:
+    """uint8 (N, C, H, W) images to score: an .npz (its `images`) or .npy file, a `genbench sample` folder
+    (its samples.npz), or any folder of images (searched recursively, sorted, grid.png skipped, each
+    converted to `channels`). Every problem is one error naming `key` and the path."""
+    path = Path(os.path.expanduser(str(path)))
+    if path.is_file() and path.suffix in (".npz", ".npy"):
+        return read_array(path, key)
+    if (path / SAMPLES_FILE).is_file():
+        return read_array(path / SAMPLES_FILE, key)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{key}={path} is not a folder or an .npz/.npy file; pass the folder `genbench sample` wrote")
+    files = image_files(path, key, exclude=(GRID_FILE,), fix=f"pass the folder `genbench sample` wrote (it holds "
+                        f"{SAMPLES_FILE}), a folder of .png images or an .npz file with an `images` array")
+    images = [read_image(p, channels) for p in files]
+    sizes = {tuple(img.shape) for img in images}
+    if len(sizes) > 1:
+        raise ValueError(f"{key}={path}: the images differ in size ({', '.join(map(str, sorted(sizes)))}); every sample "
+                         "must have the run's size")
+    return torch.stack(images)

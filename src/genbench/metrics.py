@@ -7,9 +7,18 @@ KID, Binkowski et al. 2018 (arXiv:1801.01401); precision/recall, Kynkaanniemi et
 2. makes them what torch-fidelity's extractors take: uint8 (N, 3, H, W). Grey images are repeated
    to three equal channels, explicitly here, the same thing PIL's convert("RGB") does when
    torch-fidelity reads a grey PNG, so a tensor and its PNG folder score identically;
-3. calls `calculate_metrics` once with every metric on one extractor (genbench.extractors), the
-   reference images cached on disk under a key holding their sha256 and the extractor's hash;
-4. renames the results (`fid`, `is_mean`, `kid_mean`, `precision`, ...).
+3. extracts features with torch-fidelity's extractor API (`get_featuresdict_from_dataset`) on one
+   extractor (genbench.extractors), built once, when the FidelityMetrics is built;
+4. caches reference features itself, as safetensors (never a pickle), keyed by the sha256 of the images,
+   the extractor's name and weights' sha256, the layers, torch-fidelity's version and the device kind;
+5. computes each metric from the two feature dicts with torch-fidelity's own functions
+   (`*_featuresdict_to_metric`, `fid_featuresdict_to_statistics`), the same calls `calculate_metrics`
+   makes, so the numbers equal `calculate_metrics`'s exactly (tests/test_metrics.py);
+6. renames the results (`fid`, `is_mean`, `kid_mean`, `precision`, ...).
+
+Why genbench owns the cache: torch-fidelity reads its cached features with torch.load(weights_only=False),
+so a crafted file in its cache would run code. genbench never hands it a cache; an unreadable or foreign
+cache file is ignored with a warning and rewritten.
 
 Known oddities, kept for comparability with torch-fidelity: all four metrics share one extractor
 (torch-fidelity's own default puts precision/recall on VGG-16); FID is biased upwards for small N,
@@ -20,18 +29,21 @@ seed 2020.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Literal, get_args
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from genbench.data import IMAGE_SUFFIXES
+from genbench.data import GRID_FILE, SAMPLES_FILE  # noqa: F401  (re-exported: the samples folder's files)
+from genbench.data import load_samples as load_image_folder  # noqa: F401  (the one samples reader, kept under its old name)
 from genbench.extractors import ExtractorKind, resolve_extractor
 from genbench.validate import check_choice, check_positive
 
+log = logging.getLogger("genbench")
 MetricName = Literal["fid", "isc", "kid", "prc"]
 # torch-fidelity's result keys -> genbench's
 RESULT_NAMES = {
@@ -44,8 +56,7 @@ RESULT_NAMES = {
     "recall": "recall",
     "f_score": "f_score",
 }
-SAMPLES_FILE = "samples.npz"  # written by genbench.sample.write_samples beside the PNGs
-GRID_FILE = "grid.png"  # ditto: a grid of the samples, not a sample
+CACHE_FORMAT = "genbench-features-1"  # bump when what a cache file holds changes
 
 
 class UInt8Images(Dataset):
@@ -86,35 +97,18 @@ def images_sha256(images: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def load_image_folder(folder: str | Path, channels: int) -> torch.Tensor:
-    """uint8 (N, channels, H, W) from a `genbench sample` folder (its samples.npz) or any folder of
-    .png/.jpg images (sorted by name; write_samples' grid.png is skipped)."""
-    from PIL import Image
-
-    folder = Path(os.path.expanduser(str(folder)))
-    if not folder.is_dir():
-        raise FileNotFoundError(f"samples_dir={folder} is not a folder; pass a folder written by `genbench sample`")
-    if (folder / SAMPLES_FILE).is_file():
-        images = torch.from_numpy(np.load(folder / SAMPLES_FILE)["images"])
-    else:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name != GRID_FILE)
-        if not files:
-            raise FileNotFoundError(f"samples_dir={folder} holds no {SAMPLES_FILE} and no .png/.jpg images")
-        mode = "L" if channels == 1 else "RGB"
-        arrays = []
-        for p in files:
-            with Image.open(p) as im:
-                arrays.append(np.asarray(im.convert(mode), dtype=np.uint8))
-        if len({a.shape for a in arrays}) > 1:
-            raise ValueError(f"samples_dir={folder}: the images differ in size; every image must be the run's size")
-        images = torch.from_numpy(np.stack(arrays))
-        images = images[:, None] if images.dim() == 3 else images.permute(0, 3, 1, 2)
-    return images
-
-
 class FidelityMetrics:
     """FID, IS, KID and precision/recall of generated images against reference images, on one
-    feature extractor, through torch_fidelity.calculate_metrics."""
+    feature extractor, through torch-fidelity's extractor and metric functions.
+
+    API (the protocol and scripts use these):
+    - `compute(generated, reference, reference_name)`: the metrics of two uint8 (N, C, H, W) sets;
+    - `featuresdict(images, name)`: {layer: (N, D) float32} at every layer the metrics use, cached on
+      disk when `name` is given (e.g. "fashion_mnist-train") and cache_dir is set;
+    - `features(images, name, metric="fid")`: that dict's (N, D) features for one metric (FID's layer
+      by default: the feature space of the memorisation distances);
+    - `score(generated_features, reference_features)`: the metrics from two feature dicts.
+    The extractor's weights are found, verified and loaded when this object is built."""
 
     def __init__(
         self,
@@ -141,25 +135,26 @@ class FidelityMetrics:
         self.isc_splits, self.kid_subsets, self.kid_subset_size = isc_splits, kid_subsets, kid_subset_size
         self.prc_neighborhood = prc_neighborhood
         self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
+        # the layer each metric reads, and the network (its weights verified now, before any sample is made);
+        # it returns every metric's layer whatever eval.metrics says, so one cache file serves them all
+        self.layers = {m: self.extractor.default_layer(m) for m in get_args(MetricName)}
+        self.network = self.extractor.create(sorted(set(self.layers.values())))
+        if cuda:
+            self.network.cuda()
 
     def settings(self) -> dict:
         """What the numbers depend on besides the images and the extractor; stored in metrics.json."""
         return {"metrics": list(self.metrics), "isc_splits": self.isc_splits, "kid_subsets": self.kid_subsets,
                 "kid_subset_size": self.kid_subset_size, "prc_neighborhood": self.prc_neighborhood}
 
-    def reference_key(self, reference: torch.Tensor, name: str) -> str:
-        """Cache name of a reference set: dataset and split (`name`), count and content hash. torch-fidelity
-        adds the extractor's registered name, which ends with its weights' hash."""
-        return f"genbench-{name}-n{len(reference)}-{images_sha256(reference)[:16]}"
+    def _fidelity_kwargs(self) -> dict:
+        """The settings torch-fidelity's metric functions read (its defaults for the rest, e.g. rng_seed 2020)."""
+        return dict(isc_splits=self.isc_splits, kid_subsets=self.kid_subsets, kid_subset_size=self.kid_subset_size,
+                    prc_neighborhood=self.prc_neighborhood, save_cpu_ram=True, verbose=False)
 
-    def check(self, generated: torch.Tensor, reference: torch.Tensor) -> None:
-        """One-line errors for inputs torch-fidelity would reject late or silently misread."""
-        check_images("generated images", generated)
-        check_images("reference images", reference)
-        if generated.shape[1:] != reference.shape[1:]:
-            raise ValueError(f"generated images are {tuple(generated.shape[1:])} but reference images are "
-                             f"{tuple(reference.shape[1:])}; evaluate samples of the run's own data size")
-        n_gen, n_ref = len(generated), len(reference)
+    # ---- checks ------------------------------------------------------------------------------------
+    def check_counts(self, n_gen: int, n_ref: int) -> None:
+        """One-line errors for set sizes the metrics cannot use (torch-fidelity would fail late or assert)."""
         if "fid" in self.metrics and min(n_gen, n_ref) < 2:
             raise ValueError(f"FID needs at least 2 images on each side, got {n_gen} generated and {n_ref} reference; "
                              "raise eval.num_samples")
@@ -169,30 +164,119 @@ class FidelityMetrics:
         if "isc" in self.metrics and self.isc_splits > n_gen:
             raise ValueError(f"eval.metrics.isc_splits={self.isc_splits} exceeds the {n_gen} generated images; "
                              "lower eval.metrics.isc_splits or raise eval.num_samples")
+        if "prc" in self.metrics and self.prc_neighborhood >= min(n_gen, n_ref):
+            raise ValueError(f"eval.metrics.prc_neighborhood={self.prc_neighborhood} needs more than that many images on "
+                             f"each side, got {n_gen} generated and {n_ref} reference; lower it or raise eval.num_samples")
+
+    def check(self, generated: torch.Tensor, reference: torch.Tensor) -> None:
+        """One-line errors for inputs torch-fidelity would reject late or silently misread."""
+        check_images("generated images", generated)
+        check_images("reference images", reference)
+        if generated.shape[1:] != reference.shape[1:]:
+            raise ValueError(f"generated images are {tuple(generated.shape[1:])} but reference images are "
+                             f"{tuple(reference.shape[1:])}; evaluate samples of the run's own data size")
+        self.check_counts(len(generated), len(reference))
+
+    # ---- features ----------------------------------------------------------------------------------
+    def featuresdict(self, images: torch.Tensor, name: str | None = None) -> dict[str, torch.Tensor]:
+        """{layer: (N, D) float32 features} of uint8 images (N, C, H, W) at the layers the metrics use.
+        With `name` and a cache_dir, read from / written to genbench's safetensors cache."""
+        check_images("images", images)
+        path = self.cache_path(images, name) if self.cache_dir and name else None
+        if path is not None and path.is_file():
+            cached = self._read_cache(path, images)
+            if cached is not None:
+                return cached
+        from torch_fidelity.utils import get_featuresdict_from_dataset
+
+        features = get_featuresdict_from_dataset(UInt8Images(to_rgb(images.cpu())), self.network, self.batch_size,
+                                                 self.cuda, save_cpu_ram=True, verbose=False)
+        if path is not None:
+            self._write_cache(path, images, features)
+        return features
+
+    def features(self, images: torch.Tensor, name: str | None = None, metric: MetricName = "fid") -> torch.Tensor:
+        """(N, D) features of uint8 images at the layer `metric` reads (FID's by default); cached under `name`."""
+        check_choice("metric", metric, MetricName)
+        return self.featuresdict(images, name)[self.layers[metric]]
+
+    # ---- the reference cache ------------------------------------------------------------------------
+    def _cache_identity(self, images: torch.Tensor) -> dict:
+        import torch_fidelity
+
+        return {"format": CACHE_FORMAT, "images_sha256": images_sha256(images), "extractor": self.extractor.name,
+                "extractor_sha256": self.extractor.sha256, "layers": sorted(self.network.get_requested_features_list()),
+                "torch_fidelity": torch_fidelity.__version__, "device": "cuda" if self.cuda else "cpu"}
+
+    def reference_key(self, images: torch.Tensor, name: str) -> str:
+        """File stem of `images`' cached features: the set's name (dataset and split) and size, the extractor,
+        and a sha256 of everything the features depend on (_cache_identity)."""
+        digest = hashlib.sha256(json.dumps(self._cache_identity(images), sort_keys=True).encode()).hexdigest()
+        return f"genbench-{name}-n{len(images)}-{self.extractor.name}-{digest[:16]}"
+
+    def cache_path(self, images: torch.Tensor, name: str) -> Path:
+        return Path(self.cache_dir) / f"{self.reference_key(images, name)}.safetensors"
+
+    def _read_cache(self, path: Path, images: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The cached features, or None (with a warning) when the file is unreadable, foreign or stale.
+        safetensors parses a header and raw tensor bytes: nothing in the file can run."""
+        from safetensors import SafetensorError, safe_open
+
+        identity = json.dumps(self._cache_identity(images), sort_keys=True)
+        layers = self.network.get_requested_features_list()
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if (f.metadata() or {}).get("identity") != identity:
+                    raise ValueError("it was written for other images or another extractor")
+                features = {layer: f.get_tensor(layer) for layer in layers}
+            for layer, t in features.items():
+                if t.dtype != torch.float32 or t.dim() != 2 or len(t) != len(images):
+                    raise ValueError(f"layer {layer} holds {t.dtype} {tuple(t.shape)}, not ({len(images)}, D) float32")
+            return features
+        except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            log.warning("ignoring the cached features %s (%s); extracting them again", path, reason)
+            return None
+
+    def _write_cache(self, path: Path, images: torch.Tensor, features: dict[str, torch.Tensor]) -> None:
+        """Write the features atomically; a failed write (disk full, read-only) costs only the cache."""
+        from safetensors.torch import save
+
+        from genbench.checkpoint import atomic_write
+
+        data = save({k: v.contiguous() for k, v in features.items()},
+                    metadata={"identity": json.dumps(self._cache_identity(images), sort_keys=True)})
+        try:
+            atomic_write(path, lambda f: f.write(data))
+        except OSError as e:
+            log.warning("could not cache the reference features (%s); continuing without the cache", str(e).splitlines()[0])
+
+    # ---- the metrics -------------------------------------------------------------------------------
+    def score(self, generated: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The metrics from two feature dicts (featuresdict's output): torch-fidelity's own functions, in
+        the order and with the arguments calculate_metrics uses, so the numbers equal its numbers."""
+        from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+        from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+        from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+        from torch_fidelity.metric_prc import prc_featuresdict_to_metric
+
+        layer = self.layers
+        self.check_counts(len(next(iter(generated.values()))), len(next(iter(reference.values()))))
+        kwargs = self._fidelity_kwargs()
+        out = {}
+        if "isc" in self.metrics:
+            out.update(isc_featuresdict_to_metric(generated, layer["isc"], **kwargs))
+        if "fid" in self.metrics:
+            stats = [fid_featuresdict_to_statistics(f, layer["fid"]) for f in (generated, reference)]
+            out.update(fid_statistics_to_metric(*stats, verbose=False))
+        if "kid" in self.metrics:
+            out.update(kid_featuresdict_to_metric(generated, reference, layer["kid"], **kwargs))
+        if "prc" in self.metrics:
+            out.update(prc_featuresdict_to_metric(generated, reference, layer["prc"], **kwargs))
+        return {RESULT_NAMES[k]: float(v) for k, v in out.items() if k in RESULT_NAMES}
 
     def compute(self, generated: torch.Tensor, reference: torch.Tensor, reference_name: str | None = None) -> dict[str, float]:
         """The metrics of `generated` against `reference`, both uint8 (N, C, H, W). With `reference_name`
-        (e.g. "fashion_mnist-train") and a cache_dir, the reference features and statistics are cached."""
-        from torch_fidelity import calculate_metrics
-
+        (e.g. "fashion_mnist-train") and a cache_dir, the reference features are cached."""
         self.check(generated, reference)
-        kwargs = dict(
-            input1=UInt8Images(to_rgb(generated.cpu())),
-            input2=UInt8Images(to_rgb(reference.cpu())),
-            feature_extractor=self.extractor.name,
-            **self.extractor.fidelity_kwargs,
-            **{m: True for m in self.metrics},
-            cuda=self.cuda,
-            batch_size=self.batch_size,
-            isc_splits=self.isc_splits,
-            kid_subsets=self.kid_subsets,
-            kid_subset_size=self.kid_subset_size,
-            prc_neighborhood=self.prc_neighborhood,
-            save_cpu_ram=True,  # no DataLoader worker processes, and precision/recall in blocks, not one N x N matrix
-            verbose=False,
-            cache=bool(self.cache_dir and reference_name),
-        )
-        if kwargs["cache"]:
-            kwargs.update(cache_root=self.cache_dir, input2_cache_name=self.reference_key(reference, reference_name))
-        results = calculate_metrics(**kwargs)
-        return {RESULT_NAMES[k]: float(v) for k, v in results.items() if k in RESULT_NAMES}
+        return self.score(self.featuresdict(generated), self.featuresdict(reference, reference_name))

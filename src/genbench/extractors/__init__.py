@@ -1,17 +1,22 @@
-"""Feature extractors for FID, IS, KID and precision/recall, and which one each dataset gets.
+"""Feature extractors for FID, IS, KID and precision/recall (each dataset names its own: `extractor:`
+in conf/data/*.yaml).
 
-Two kinds, both registered with torch-fidelity (`register_feature_extractor`) so that its
-`calculate_metrics` runs every metric through them:
+Two kinds, both registered with torch-fidelity (`register_feature_extractor`), so that genbench.metrics
+builds them with torch-fidelity's `create_feature_extractor` and its `fidelity` command accepts their names:
 
 - ``fmnist-cnn`` / ``mnist-cnn``: a small classifier trained on the dataset's own training split by
   scripts/train_extractor.py (see `cnn.py` for why). Its weights ship in this folder as
   ``<stem>.safetensors`` with ``<stem>.json`` beside them (sha256, test accuracy, how it was
   trained); the sha256 is checked on every load.
 - ``inception-v3``: torch-fidelity's TF-compatible Inception-v3, for RGB data. The weights come from
-  eval.inception_weights=PATH, else torch.hub's cache, else a download.
+  eval.inception_weights=PATH, else torch.hub's cache, else a download. They are read with
+  ``torch.load(weights_only=True)`` and checked against the network's keys and shapes before anything
+  else (`SafeInceptionV3`): a crafted pickle is refused with nothing in it run, and garbage is an
+  error when the protocol is built, before any sample is generated. torch-fidelity's own loader
+  (``weights_only=False``) only ever sees bytes genbench re-serialised from those plain tensors.
 
 Each is registered under a name that ends with its weights' sha256 prefix (``fmnist-cnn-1a2b3c4d``),
-so numbers, cached reference statistics and TensorBoard tags never mix two sets of weights.
+so numbers, cached reference features and TensorBoard tags never mix two sets of weights.
 
 Channels: torch-fidelity's extractors take uint8 (N, 3, H, W). genbench.metrics repeats grey
 images to 3 channels (R = G = B, as PIL's convert("RGB") does for a grey PNG) before any extractor
@@ -21,9 +26,13 @@ sees them: Inception then sees a grey photograph, and the CNN averages the chann
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import pickle
+import re
 import urllib.error
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -43,13 +52,6 @@ SHIPPED_CNNS: dict[str, tuple[str, str]] = {
     "fmnist-cnn": ("fmnist_cnn", "fashion_mnist"),
     "mnist-cnn": ("mnist_cnn", "mnist"),
 }
-# The default extractor for a run's data (its data._target_); anything else gets FALLBACK.
-DEFAULT_FOR_DATA: dict[str, ExtractorKind] = {
-    "genbench.data.fashion_mnist": "fmnist-cnn",
-    # "genbench.data.mnist": "mnist-cnn" once mnist_cnn.safetensors ships (scripts/train_extractor.py --data mnist
-    # needs MNIST, which could not be downloaded where genbench is built); until then MNIST gets Inception.
-}
-FALLBACK: ExtractorKind = "inception-v3"
 INCEPTION_FILE = URL_INCEPTION_V3.rsplit("/", 1)[1]  # weights-inception-2015-12-05-6726825d.pth
 
 
@@ -67,10 +69,16 @@ class Extractor:
         """What metrics.json says about the extractor."""
         return {"kind": self.kind, "name": self.name, "sha256": self.sha256, "weights": self.weights}
 
+    def create(self, layers: list[str]) -> FeatureExtractorBase:
+        """The network, on the CPU in eval mode, returning `layers` (built by torch-fidelity's own
+        create_feature_extractor from the registered name). Verifies the weights: one-line errors."""
+        from torch_fidelity.utils import create_feature_extractor
 
-def default_extractor(data_target: str) -> ExtractorKind:
-    """The extractor for a run whose config has data._target_ = `data_target`."""
-    return DEFAULT_FOR_DATA.get(data_target, FALLBACK)
+        return create_feature_extractor(self.name, list(layers), cuda=False, verbose=False, **self.fidelity_kwargs)
+
+    def default_layer(self, metric: str) -> str:
+        """The feature layer torch-fidelity feeds `metric` (fid, isc, kid, prc) from this extractor."""
+        return FEATURE_EXTRACTORS_REGISTRY[self.name].get_default_feature_layer_for_metric(metric)
 
 
 def resolve_extractor(kind: ExtractorKind, inception_weights: str | None = None) -> Extractor:
@@ -185,17 +193,72 @@ def inception_weights_path(path: str | None) -> Path:
     if not cached.is_file():
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(URL_INCEPTION_V3, str(cached), progress=False)
+            torch.hub.download_url_to_file(URL_INCEPTION_V3, str(cached), progress=False)  # a temporary file, then a rename
         except (OSError, urllib.error.URLError) as e:
             raise FileNotFoundError(
-                f"eval.inception_weights is not set and {INCEPTION_FILE} could not be downloaded ({type(e).__name__}); "
-                f"fetch {URL_INCEPTION_V3} elsewhere and pass eval.inception_weights=/path/to/{INCEPTION_FILE}") from None
+                f"eval.inception_weights is not set and {INCEPTION_FILE} could not be downloaded ({type(e).__name__}: "
+                f"no network?); fetch {URL_INCEPTION_V3} elsewhere and pass eval.inception_weights=/path/to/{INCEPTION_FILE} "
+                f"(or put it in {cached.parent})") from None
     return cached
+
+
+def load_weights(path: str | Path, key: str = "eval.inception_weights", sha256_prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """A state dict of plain tensors, read with torch.load(weights_only=True): a pickle that asks for
+    anything else (code to run) is refused before any of it runs. With `sha256_prefix`, the bytes read
+    must hash to it (the file did not change since its name was made). Every problem is one line naming `key`."""
+    data = Path(path).read_bytes()
+    if sha256_prefix and not hashlib.sha256(data).hexdigest().startswith(sha256_prefix):
+        raise ValueError(f"{key}={path} changed while genbench was using it (its sha256 no longer starts with "
+                         f"{sha256_prefix}); re-run the command")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        wanted = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        what = f"it asks for {wanted.group(1)}, which would run code" if wanted else "it is not a torch state dict"
+        raise ValueError(f"{key}={path} was refused by torch.load(weights_only=True) ({what}; nothing in it ran); "
+                         f"pass {INCEPTION_FILE} from {URL_INCEPTION_V3}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise ValueError(f"{key}={path} is truncated or not a weights file ({reason}); "
+                         f"fetch {INCEPTION_FILE} again from {URL_INCEPTION_V3}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{key}={path} holds a {type(state).__name__}, not a state dict of tensors; "
+                         f"pass {INCEPTION_FILE} from {URL_INCEPTION_V3}")
+    return state
+
+
+class SafeInceptionV3(FeatureExtractorInceptionV3):
+    """torch-fidelity's Inception-v3 whose weights file is read with weights_only=True and matched key by
+    key, shape by shape, against the network. torch-fidelity then loads a copy genbench serialised
+    itself from those tensors (its torch.load uses weights_only=False), never the file's own pickle."""
+
+    def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None, **kwargs):
+        if feature_extractor_weights_path is None:
+            raise ValueError(f"{name} needs its weights file: set eval.inception_weights=/path/to/{INCEPTION_FILE}")
+        self._weights_path = str(feature_extractor_weights_path)
+        buffer = io.BytesIO()
+        suffix = name.rsplit("-", 1)[-1]  # registered as inception-v3-<sha256[:8]>
+        prefix = suffix if re.fullmatch(r"[0-9a-f]{8}", suffix) else None
+        torch.save(load_weights(self._weights_path, sha256_prefix=prefix), buffer)
+        buffer.seek(0)
+        super().__init__(name, features_list, feature_extractor_weights_path=buffer, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        expected = self.state_dict()
+        missing = sorted(expected.keys() - state_dict.keys())
+        unexpected = sorted(state_dict.keys() - expected.keys())
+        wrong = sorted(k for k in expected.keys() & state_dict.keys() if expected[k].shape != state_dict[k].shape)
+        if missing or unexpected or wrong:
+            problems = [f"{len(v)} {what} (e.g. {v[0]})" for v, what in
+                        ((missing, "missing"), (unexpected, "unexpected"), (wrong, "of the wrong shape")) if v]
+            raise ValueError(f"eval.inception_weights={self._weights_path} does not hold torch-fidelity's Inception-v3 "
+                             f"weights: {', '.join(problems)} keys; pass {INCEPTION_FILE} from {URL_INCEPTION_V3}")
+        return super().load_state_dict(state_dict, strict, assign)
 
 
 def _inception(path: str | None) -> Extractor:
     weights = inception_weights_path(path)
     sha = sha256_file(weights)
     name = f"inception-v3-{sha[:8]}"
-    _register(name, FeatureExtractorInceptionV3)
+    _register(name, SafeInceptionV3)
     return Extractor("inception-v3", name, sha, str(weights), {"feature_extractor_weights_path": str(weights)})
