@@ -1,0 +1,166 @@
+"""The PNG figures of `genbench compare`. Variant names can be long (overrides, run folders), so the plots
+name each variant by its short label (A, B, ...) and print the key under the figure; legends sit outside
+the axes, layout is matplotlib's constrained layout, and files are saved with bbox_inches="tight" so that
+no title, legend or key is cut off.
+
+Each builder returns a matplotlib Figure (no pyplot state), which tests can draw and inspect.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from genbench.report.runs import Variant
+from genbench.report.stats import pm
+
+PLOTS = {"fid_vs_train_time.png": "FID against training time", "fid_vs_train_flops.png": "FID against training FLOPs",
+         "fid_vs_sampling_speed.png": "FID against sampling speed", "precision_recall.png": "precision against recall",
+         "samples.png": "samples from fixed noise"}
+KEY_WIDTH = 110  # characters per line of the key under a figure
+MARKERS = "os^Dv<>pXh"
+
+
+def style(i: int) -> dict:
+    """The color and marker of the i-th variant: 10 colors, then the markers tell them apart."""
+    import matplotlib
+
+    return {"color": matplotlib.colormaps["tab10"](i % 10), "marker": MARKERS[(i // 10) % len(MARKERS)]}
+
+
+def add_key(fig: Figure, variants: list[Variant]) -> None:
+    """The key of the short labels, under the figure (outside it: savefig's tight bounding box takes it in)."""
+    lines = []
+    for v in variants:
+        sampler = f", {v.sampler}" if v.sampler != "—" else ""
+        text = f"{v.label}: {v.name}  ({len(v.runs)} run{'s' * (len(v.runs) > 1)}{sampler})"
+        lines += textwrap.wrap(text, KEY_WIDTH, subsequent_indent=" " * (len(v.label) + 2), break_on_hyphens=False)
+    fig.text(0.01, -0.01, "\n".join(lines), ha="left", va="top", fontsize=7, family="monospace")
+
+
+def new_figure(width: float = 6.4, height: float = 4.0) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # PNG output, and a renderer tests can measure text with
+    return fig
+
+
+def finish(fig: Figure, ax, variants: list[Variant], title: str) -> Figure:
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(loc="outside right upper", fontsize=8, title="variant", title_fontsize=8)
+    add_key(fig, variants)
+    return fig
+
+
+def log_if_wide(ax, values: list[float], axis: Literal["x", "y"] = "y") -> None:
+    v = [x for x in values if math.isfinite(x) and x > 0]
+    if v and max(v) / min(v) > 10:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
+def fid_vs_training(variants: list[Variant], x: Literal["time", "flops"]) -> Figure | None:
+    """FID of the evaluations during training (lines, eval_during/fid) and of the full protocol at the end
+    (dots), against training seconds or training FLOPs. None for FLOPs when no run recorded them."""
+    if x == "flops" and not any(r.curve_flops or math.isfinite(r.values["train_pflops"]) for v in variants for r in v.runs):
+        return None
+    fig = new_figure()
+    ax = fig.add_subplot()
+    fids = []
+    for i, v in enumerate(variants):
+        s = style(i)
+        for j, r in enumerate(v.runs):
+            xs = r.curve_s if x == "time" else r.curve_flops
+            if r.fid_curve and xs:
+                ax.plot(xs, [p.value for p in r.fid_curve], color=s["color"], alpha=0.6, lw=1, marker=".", ms=4)
+            end = r.values["train_time_s"] if x == "time" else r.values["train_pflops"] * 1e15
+            ax.scatter([end], [r.values["fid"]], color=s["color"], marker=s["marker"], s=30, zorder=3,
+                       label=v.label if j == 0 else None)
+            fids += [r.values["fid"], *(p.value for p in r.fid_curve)]
+    log_if_wide(ax, fids)
+    if x == "flops":
+        ax.set_xscale("log")
+    ax.set(xlabel="training time (s)" if x == "time" else "training FLOPs (log)", ylabel="FID")
+    return finish(fig, ax, variants, f"FID against training {'time' if x == 'time' else 'compute'}\n"
+                  "lines: evaluations during training (small protocol)\nbig dots: the full protocol at the end")
+
+
+def summary_scatter(variants: list[Variant], x: str, y: str) -> Figure:
+    """Runs faded, each variant's mean ± std over seeds."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    for i, v in enumerate(variants):
+        s = style(i)
+        ax.scatter([r.values[x] for r in v.runs], [r.values[y] for r in v.runs], color=s["color"], marker=s["marker"],
+                   alpha=0.35, s=15)
+        sx, sy = v.stats[x], v.stats[y]
+        label = f"{v.label} (NFE {pm(v.stats['nfe'].mean, math.nan)})" if x == "sampling_img_per_s" else v.label
+        ax.errorbar(sx.mean, sy.mean, xerr=np.nan_to_num(sx.std), yerr=np.nan_to_num(sy.std), fmt=s["marker"],
+                    color=s["color"], capsize=3, label=label)
+    if x == "sampling_img_per_s":
+        ax.set_xscale("log")
+        log_if_wide(ax, [r.values["fid"] for v in variants for r in v.runs])
+        ax.set(xlabel="sampling speed (images/s, log)", ylabel="FID")
+        title = "FID against sampling speed"
+    else:
+        ax.set(xlabel="recall (diversity)", ylabel="precision (quality)", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+        title = "precision against recall"
+    return finish(fig, ax, variants, f"{title}\nmean ± std over seeds; faded: single runs")
+
+
+def samples(variants: list[Variant], n: int, seed: int, device: torch.device) -> Figure:
+    """One panel per variant: n samples of its lowest-seed run (EMA weights, its own sampler), each family
+    drawing its own noise from the same seeded torch.Generator."""
+    from torchvision.utils import make_grid
+
+    from genbench.checkpoint import load_model
+
+    cols = min(len(variants), 6)
+    rows = math.ceil(len(variants) / cols)
+    fig = new_figure(2.2 * cols + 0.4, 2.5 * rows + 0.5)
+    for i, v in enumerate(variants):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        run = min(v.runs, key=lambda r: r.seed)
+        ax.set_title(f"{v.label}: seed {run.seed}, FID {run.values['fid']:.3g}", fontsize=8)
+        ax.axis("off")
+        if not (run.path / "checkpoints" / "last.pt").is_file():
+            ax.text(0.5, 0.5, "no checkpoint", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            continue
+        try:
+            model, _ = load_model(run.path, device=device)
+            with torch.no_grad():
+                images = model.sample(n, generator=torch.Generator().manual_seed(seed)).float().cpu()
+        except (OSError, ValueError, RuntimeError) as e:  # a damaged checkpoint: say so in its panel
+            ax.text(0.5, 0.5, textwrap.fill(f"cannot sample: {str(e).splitlines()[0][:160]}", 40), ha="center",
+                    va="center", fontsize=6, transform=ax.transAxes)
+            continue
+        grid = make_grid((images.clamp(-1, 1) + 1) / 2, nrow=math.ceil(math.sqrt(n)), padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    fig.suptitle(f"samples from fixed noise (torch.Generator seed {seed})", fontsize=10)
+    add_key(fig, variants)
+    return fig
+
+
+def save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def plot_all(variants: list[Variant], out: Path, grid_samples: int, grid_seed: int, device: torch.device) -> list[str]:
+    """Write the figures into `out`; returns the file names written, in PLOTS order."""
+    figures = {"fid_vs_train_time.png": fid_vs_training(variants, "time"),
+               "fid_vs_train_flops.png": fid_vs_training(variants, "flops"),
+               "fid_vs_sampling_speed.png": summary_scatter(variants, "sampling_img_per_s", "fid"),
+               "precision_recall.png": summary_scatter(variants, "recall", "precision"),
+               "samples.png": samples(variants, grid_samples, grid_seed, device) if grid_samples else None}
+    for name, fig in figures.items():
+        if fig is not None:
+            save(fig, out / name)
+    return [name for name, fig in figures.items() if fig is not None]

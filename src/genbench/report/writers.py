@@ -1,0 +1,97 @@
+"""compare.csv (one row per variant), compare_runs.csv (one row per run) and compare.md."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import math
+from pathlib import Path
+
+from genbench.report.plots import PLOTS
+from genbench.report.runs import COLUMNS, METRICS_FILE, Run, Variant, flat, protocol_differences
+from genbench.report.stats import pm
+from genbench.report.verdicts import RULES
+
+
+def write_csvs(variants: list[Variant], out: Path) -> None:
+    with open(out / "compare.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "variant", "family", "protocol", "sampler", "runs", "seeds",
+                    *(f"{k}_{s}" for k in COLUMNS for s in ("mean", "std", "n"))])
+        for v in variants:
+            w.writerow([v.label, v.name, v.family, v.protocol["id"], v.sampler, len(v.runs), " ".join(map(str, v.seeds)),
+                        *(x for k in COLUMNS for x in (v.stats[k].mean, v.stats[k].std, v.stats[k].n))])
+    with open(out / "compare_runs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "variant", "family", "seed", "protocol", "record", "sampler", "run_dir", "nll_bound", *COLUMNS])
+        for v in variants:
+            for r in v.runs:
+                w.writerow([v.label, v.name, r.family, r.seed, r.protocol["id"], r.headline, r.sampler, str(r.path),
+                            r.nll_bound or "", *(r.values[k] for k in COLUMNS)])
+
+
+def fmt(x: float) -> str:
+    return "—" if not math.isfinite(x) else f"{x:.4g}"
+
+
+def protocol_section(variants: list[Variant], main: str) -> list[str]:
+    protocols = list({v.protocol["id"]: v.protocol for v in variants}.values())
+    settings = lambda p: ", ".join(f"{k}={v}" for k, v in flat(p).items() if k != "id")  # noqa: E731
+    if len(protocols) == 1:
+        return [f"Protocol, the same for every run: `{main}` ({settings(protocols[0])}). FID is biased upwards at small "
+                "sample counts: compare it only under one protocol.", ""]
+    diff = protocol_differences(protocols)
+    return [f"**The runs were scored under {len(protocols)} different protocols, so their numbers are not "
+            "comparable across them.** Runs of different protocols are never averaged into one row: each variant "
+            "holds the runs of one protocol (its name ends in [protocol ID] where a name has several). "
+            f"The verdicts use protocol `{main}`, the one most runs were scored under.", "",
+            "| protocol | variants | " + " | ".join(diff) + " |", "|---|---|" + "---|" * len(diff),
+            *(f"| `{p['id']}` | {', '.join(v.label for v in variants if v.protocol['id'] == p['id'])} | "
+              + " | ".join(str(values[i]) for values in diff.values()) + " |" for i, p in enumerate(protocols)), ""]
+
+
+def markdown(variants: list[Variant], verdicts: list[str], main: str, problems: list[str], command: str,
+             plots: list[str]) -> str:
+    runs: list[Run] = [r for v in variants for r in v.runs]
+    bounds = sorted({f"{r.family}: {r.nll_bound}" for r in runs if r.nll_bound})
+    lines = [
+        "# genbench compare", "",
+        f"`{command}`: {len(runs)} runs in {len(variants)} variants, "
+        f"{datetime.datetime.now().astimezone().isoformat(timespec='minutes')}.", "",
+        "## Variants", "",
+        "| label | variant | family | seeds | runs |", "|---|---|---|---|---|",
+        *(f"| {v.label} | {v.name} | {v.family} | {', '.join(map(str, v.seeds))} | "
+          f"{'<br>'.join(str(r.path) for r in v.runs)} |" for v in variants), "",
+        "## Results", "",
+        "| label | runs | sampler | " + " | ".join(COLUMNS.values()) + " |",
+        "|---|---:|---|" + "---:|" * len(COLUMNS),
+        *(f"| {v.label} | {len(v.runs)} | {v.sampler} | " + " | ".join(str(v.stats[k]) for k in COLUMNS) + " |"
+          for v in variants), "",
+        "Each cell: mean ± sample standard deviation (ddof=1) over the variant's seeds, from each run's headline "
+        f"record in {METRICS_FILE}. NLL: the tightest bits/dim bound each family reports on held-out images "
+        f"({', '.join(bounds) or 'none'}); — where a family has none (GANs) or a record lacks a number. Sampler and "
+        "NFE: what made the scored samples (network evaluations per image). Sampling GFLOPs/image: FLOPs of "
+        "generating one image at that NFE; sampling img/s: measured while generating the scored samples. Training s: "
+        "the Trainer's training time; training PFLOPs: FLOPs of every training step (all loss terms, forward and "
+        "backward); MFU: achieved training FLOP/s over the machine's measured peak. Parameters: every trained "
+        "network (a GAN's discriminator included).", "",
+        *protocol_section(variants, main),
+        "## Verdicts", "", *(f"- {v}" for v in verdicts), "", RULES, "",
+    ]
+    if plots:
+        lines += ["## Plots", "", "The plots name variants by their labels (the key is under each figure).", "",
+                  *(f"![{PLOTS[p]}]({p})" for p in plots), ""]
+    lines += ["## Runs", "",
+              "| label | seed | sampler | NFE | FID | precision | recall | training s | training PFLOPs | MFU "
+              "| images seen | record | run |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+              *(f"| {v.label} | {r.seed} | {r.sampler} | {fmt(r.values['nfe'])} | {fmt(r.values['fid'])} | "
+                f"{fmt(r.values['precision'])} | {fmt(r.values['recall'])} | {fmt(r.values['train_time_s'])} | "
+                f"{fmt(r.values['train_pflops'])} | {fmt(r.values['mfu'])} | {pm(r.values['images_seen'], math.nan)} | "
+                f"{r.headline}{f' (+{r.other_records} more)' if r.other_records else ''} | {r.path} |"
+                for v in variants for r in v.runs), "",
+              f"Each run's numbers are those of the headline record of its {METRICS_FILE} (`record`; a re-evaluation "
+              "adds records beside it). Where a run holds one record, compare checks that the eval/* scalars TensorBoard's "
+              "HParams view shows for it (`tensorboard --logdir` on the sweep folder) agree with it.", ""]
+    if problems:
+        lines += ["## Skipped or suspect", "", *(f"- {p}" for p in problems), ""]
+    return "\n".join(lines)

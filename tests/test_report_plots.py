@@ -1,0 +1,121 @@
+"""compare's figures stay readable with long variant names: nothing overlaps, the legend never covers the
+axes, titles sit inside the figure, and matplotlib prints no layout warning."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from genbench.report import plots
+from genbench.report.runs import group_variants, read_run
+from tests.report_fixtures import make_record, make_run
+
+LONG = "/home/someone/experiments/2026-11-25/a-rather-long-folder-name-for-a-run-compared-by-path"
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """Eight variants whose names are long (overrides with paths), two seeds each."""
+    root = tmp_path_factory.mktemp("long")
+    runs = []
+    for i, family in enumerate(["gan", "vae", "diffusion", "gan", "vae", "diffusion", "gan", "vae"]):
+        for seed in (0, 1):
+            record = make_record(10.0 * (i + 1) + seed, precision=0.1 * (i % 8) + 0.05 * seed, recall=0.5,
+                                 img_per_s=10.0 ** (i % 4), nfe=20 if family == "diffusion" else 1)
+            runs.append(read_run(make_run(root, f"{i}-{seed}", family, seed, record, curve={2: 90.0, 4: 50.0},
+                                          overrides=[f"data.root={LONG}/{i}", f"model.network.base_channels={16 * (i + 1)}"])))
+    found, _ = group_variants(runs)
+    assert len(found) == 8 and all(len(v.name) > 100 for v in found)
+    return found
+
+
+def boxes(fig):
+    """The window extents of the text a reader must be able to read, each legend as one box."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [lg for lg in fig.legends] + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    texts = list(fig.texts) + ([fig._suptitle] if fig._suptitle else [])
+    for ax in fig.axes:
+        texts += [ax.title, *ax.texts]
+        if ax.axison:  # its axis labels and the tick labels drawn (matplotlib keeps undrawn ones outside the view)
+            texts += [ax.xaxis.label, ax.yaxis.label]
+            texts += [tick.label1 for axis in (ax.xaxis, ax.yaxis) for tick in axis._update_ticks()]
+    texts = list({id(t): t for t in texts if t.get_visible() and t.get_text().strip()}.values())
+    return ([(f"text {t.get_text()[:30]!r}", t.get_window_extent(renderer)) for t in texts]
+            + [("legend", lg.get_window_extent(renderer)) for lg in legends]), legends, renderer
+
+
+def overlaps(named) -> list[str]:
+    out = []
+    for (a, ba), (b, bb) in itertools.combinations(named, 2):
+        if ba.width and bb.width and ba.shrunk(0.98, 0.98).overlaps(bb.shrunk(0.98, 0.98)):
+            out.append(f"{a} overlaps {b}")
+    return out
+
+
+def check_readable(fig) -> None:
+    named, legends, renderer = boxes(fig)
+    assert not overlaps(named)
+    for ax in fig.axes:  # the legend never covers the data, and titles are not cut off by the figure's edge
+        if ax.get_title():
+            box = ax.title.get_window_extent(renderer)
+            assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, ax.get_title()
+        for lg in legends:
+            assert not lg.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+
+
+@pytest.mark.parametrize("build", ["time", "flops", "speed", "precision_recall", "samples"])
+def test_figures_with_long_names_do_not_overlap(variants, build, tmp_path: Path, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Tight layout not applied" and any other matplotlib warning fail here
+        fig = {"time": lambda: plots.fid_vs_training(variants, "time"),
+               "flops": lambda: plots.fid_vs_training(variants, "flops"),
+               "speed": lambda: plots.summary_scatter(variants, "sampling_img_per_s", "fid"),
+               "precision_recall": lambda: plots.summary_scatter(variants, "recall", "precision"),
+               "samples": lambda: plots.samples(variants, 4, 0, torch.device("cpu"))}[build]()
+        check_readable(fig)
+        plots.save(fig, tmp_path / "f.png")
+    assert capsys.readouterr().err == ""
+    key = next(t for t in fig.texts if t.get_text().startswith("A: "))
+    assert all(len(line) <= plots.KEY_WIDTH for line in key.get_text().splitlines())
+    assert "data.root=" in key.get_text() and "H: vae" in key.get_text()  # every variant's full name is in the key
+
+
+def test_the_overlap_check_catches_a_legend_over_the_data(variants):
+    """The check above can fail: a legend inside the axes, as matplotlib places it by default, is caught."""
+    fig = plots.fid_vs_training(variants, "time")
+    fig.legends.clear()
+    fig.axes[0].legend()
+    named, legends, renderer = boxes(fig)
+    assert legends[0].get_window_extent(renderer).overlaps(fig.axes[0].get_window_extent(renderer))
+    fig.axes[0].set_title("a title long enough to run past both edges of the figure " * 3)
+    with pytest.raises(AssertionError):
+        check_readable(fig)
+
+
+def test_samples_panel_draws_each_variant_from_its_checkpoint(tmp_path: Path, compose_cfg):
+    """A real tiny GAN checkpoint: its panel shows its samples; a run without one says so in its panel."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from genbench.checkpoint import save_checkpoint
+    from genbench.compare import main
+
+    cfg = OmegaConf.to_container(compose_cfg("train", ["model=gan", "experiment=tiny_gan", "data=mnist",
+                                                       "data.image_size=16"]), resolve=True)
+    with_ckpt = make_run(tmp_path / "runs", "gan", "gan", 0, make_record(10.0))
+    make_run(tmp_path / "runs", "vae", "vae", 0, make_record(20.0))
+    model = instantiate(cfg["model"], image_shape=(1, 16, 16), _convert_="all")
+    save_checkpoint({"step": 8, "model": model.state_dict(), "ema": model.state_dict(), "optimizers": {},
+                     "schedulers": {}, "config": cfg, "image_shape": [1, 16, 16]}, with_ckpt, keep=1)
+    found, _ = group_variants([read_run(tmp_path / "runs" / name) for name in ("gan", "vae")])
+    fig = plots.samples(found, 4, 0, torch.device("cpu"))
+    gan_ax, vae_ax = fig.axes
+    assert len(gan_ax.images) == 1 and gan_ax.images[0].get_array().shape[:2] == (2 * 16 + 3, 2 * 16 + 3)
+    assert not vae_ax.images and vae_ax.texts[0].get_text() == "no checkpoint"
+    main([str(tmp_path / "runs"), "-o", str(tmp_path / "out"), "--grid-samples", "4"])
+    assert (tmp_path / "out" / "samples.png").is_file()
