@@ -4,7 +4,6 @@ leave behind (.hydra/, metrics.json, tb/), written directly with chosen numbers;
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import yaml
@@ -83,7 +82,3 @@ def make_run(root: Path, name: str, family: str, seed: int, record: dict, overri
         for k, v in (record["bits_per_dim"] or {}).items():
             w.add_scalar(f"eval/bpd_{k}", v["mean"], STEPS)
     return run
-
-
-def close(a: float, b: float, rel: float = 1e-6) -> bool:
-    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)

@@ -34,7 +34,7 @@ import math
 from collections.abc import Iterable
 
 from genbench.report.runs import Variant
-from genbench.report.stats import Stat, pm, spread_test, welch
+from genbench.report.stats import pm, spread_test, welch
 
 GAN, VAE, DIFFUSION = "gan", "vae", "diffusion"  # the modules of genbench.models the claims are about
 MARGIN = 0.10  # claim 4: "as good as" means within 10% of the other family's mean
