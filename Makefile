@@ -37,8 +37,12 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -q -m "" $(ARGS)
 
+# TensorBoard on this machine only; `make tb HOST=0.0.0.0` serves every network interface,
+# `make tb LOGDIR=multirun` shows the sweeps.
+HOST   ?= localhost
+LOGDIR ?= outputs
 tb: install
-	$(BIN)/tensorboard --logdir outputs --bind_all
+	$(BIN)/tensorboard --logdir $(LOGDIR) --host $(HOST)
 
 clean:
 	rm -rf $(VENV) .pytest_cache src/*.egg-info

@@ -1,0 +1,86 @@
+"""Tab completion: verbs, then the verb's Hydra overrides. `eval "$(genbench --completion bash)"` installs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genbench import cli
+from genbench.completion import complete
+
+
+def ask(line: str, wordbreaks: str = "") -> list[str]:
+    return complete(line, list(cli.VERBS), cli.HYDRA_VERBS, wordbreaks=wordbreaks)
+
+
+def test_train_mod_offers_model():
+    assert "model=" in ask("genbench train mod")
+
+
+def test_verbs_and_flags_first():
+    assert ask("genbench tr") == ["train"]
+    assert {"train", "sample", "eval", "compare", "--version"} <= set(ask("genbench "))
+
+
+def test_options_of_a_group_and_keys_of_a_node():
+    assert ask("genbench train model=d") == ["model=dcgan", "model=diffusion"]
+    assert "trainer.max_steps=" in ask("genbench train model=gan trainer.max")
+
+
+def test_each_verb_completes_its_own_config():
+    assert "num_samples=" in ask("genbench sample num")
+    assert not [c for c in ask("genbench sample ") if c.startswith(("model", "optim", "trainer"))]
+
+
+def test_bash_gets_the_text_after_its_word_break():
+    # bash replaces only what follows the last character of COMP_WORDBREAKS (the '=' of model=d)
+    assert ask("genbench train model=d", wordbreaks=" \t\n\"'><=;|&(:") == ["dcgan", "diffusion"]
+
+
+def test_compare_is_left_to_file_completion():
+    assert ask("genbench compare mul") == []
+
+
+def test_cli_answers_the_shell_function(capsys):
+    assert cli.main(["--complete", "genbench train mod"]) == 0
+    assert "model=" in capsys.readouterr().out.splitlines()
+
+
+def test_install_script_registers_genbench_only(capsys):
+    for args in (["--completion", "bash"], ["train", "--shell-completion", "install=bash"]):  # ours, and Hydra's flag
+        assert cli.main(args) == 0
+        script = capsys.readouterr().out
+        assert script.rstrip().endswith("complete -o nospace -o default -F _genbench_complete genbench")
+        assert "--complete" in script and "-sc query" not in script
+
+
+def test_hydra_style_query_is_answered(capsys, monkeypatch):
+    """A script installed from Hydra's own `-sc install=bash` calls `genbench -sc query=bash`."""
+    monkeypatch.setenv("COMP_LINE", "genbench train mod")
+    assert cli.main(["-sc", "query=bash"]) == 0
+    assert "model=" in capsys.readouterr().out.split()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_completion_end_to_end():
+    """The installed bash function, asked as bash asks it on TAB after `genbench train mod`."""
+    exe = Path(sys.executable).parent / "genbench"
+    script = f"""
+        eval "$({exe} --completion bash)"
+        COMP_LINE="{exe} train mod"; COMP_POINT=${{#COMP_LINE}}
+        COMP_WORDS=({exe} train mod); COMP_CWORD=2
+        _genbench_complete
+        printf '%s\\n' "${{COMPREPLY[@]}}"
+        complete -p genbench
+    """
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = result.stdout.splitlines()
+    assert "model=" in lines, result.stdout + result.stderr
+    assert lines[-1] == "complete -o default -o nospace -F _genbench_complete genbench"
