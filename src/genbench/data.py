@@ -230,7 +230,7 @@ def image_folder(root: str | None = None, image_size: int = 32, channels: int = 
         raise ValueError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
     folder = Path(os.path.expanduser(str(root)))
     files = image_files(folder, "data.root")
-    images = torch.stack([fit_size(read_image(p, channels)[None], image_size, fit)[0] for p in files])
+    images = torch.stack([fit_size(read_image(p, channels, "data.root")[None], image_size, fit)[0] for p in files])
     n_test = int(len(images) * test_fraction)
     return ImageData("image_folder", images[: len(images) - n_test], images[len(images) - n_test :] if n_test else None,
                      extractor)
@@ -249,10 +249,12 @@ def image_files(folder: Path, key: str, exclude: Iterable[str] = (), fix: str = 
     return files
 
 
-def read_image(path: Path, channels: int) -> torch.Tensor:
+def read_image(path: Path, channels: int, key: str | None = None) -> torch.Tensor:
     """One image file as (channels, H, W) uint8 (channels 1: PIL's "L", 3: "RGB"). 16-bit grey is scaled
-    to 8 bits, round(v / 257); a file PIL cannot decode is one ValueError naming it."""
+    to 8 bits, round(v / 257); a file PIL cannot decode is one ValueError naming it (and `key`)."""
     from PIL import Image
+
+    where = f"{key}: {path}" if key else str(path)
 
     try:
         with Image.open(path) as im:
@@ -261,12 +263,12 @@ def read_image(path: Path, channels: int) -> torch.Tensor:
                 im = Image.fromarray(np.round(np.asarray(im, dtype=np.float64) / 257.0).astype(np.uint8))
             elif im.mode in ("I", "F"):
                 kind = "32-bit integer" if im.mode == "I" else "floating-point"
-                raise _Refused(f"{path} has {kind} pixels, whose range is unknown; save it as an 8- or 16-bit PNG")
+                raise _Refused(f"{where} has {kind} pixels, whose range is unknown; save it as an 8- or 16-bit PNG")
             array = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     except _Refused as e:
         raise ValueError(str(e)) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
-        raise ValueError(f"{path} is not a readable image ({_first_line(e)}); delete or replace it") from None
+        raise ValueError(f"{where} is not a readable image ({_first_line(e)}); delete or replace it") from None
     image = torch.from_numpy(array.copy())
     return image[None] if image.dim() == 2 else image.permute(2, 0, 1)
 
@@ -339,7 +341,7 @@ def load_samples(path: str | Path, channels: int, key: str = "samples_dir") -> t
         raise FileNotFoundError(f"{key}={path} is not a folder or an .npz/.npy file; pass the folder `genbench sample` wrote")
     files = image_files(path, key, exclude=(GRID_FILE,), fix=f"pass the folder `genbench sample` wrote (it holds "
                         f"{SAMPLES_FILE}), a folder of .png images or an .npz file with an `images` array")
-    images = [read_image(p, channels) for p in files]
+    images = [read_image(p, channels, key) for p in files]
     sizes = {tuple(img.shape) for img in images}
     if len(sizes) > 1:
         raise ValueError(f"{key}={path}: the images differ in size ({', '.join(map(str, sorted(sizes)))}); every sample "
