@@ -290,3 +290,25 @@ def test_image_folder_without_root_is_one_line_before_any_work(tmp_path: Path, c
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "data.root" in err, err
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_a_broken_cache_file_is_rebuilt_and_a_failed_cache_write_costs_nothing(tmp_path: Path, monkeypatch, caplog):
+    import genbench.checkpoint
+
+    m = FidelityMetrics("fmnist-cnn", metrics=("fid",), cache_dir=str(tmp_path))
+    gen, ref, name = images(30, 0), images(30, 1), "ref"
+    expected = m.compute(gen, ref, name)
+    path = m.cache_path(ref, name)
+    path.write_bytes(path.read_bytes()[:100])  # a truncated cache file (a killed copy, a full disk elsewhere)
+    with caplog.at_level(logging.WARNING, logger="genbench"):
+        assert m.compute(gen, ref, name) == expected
+    assert "ignoring the cached features" in caplog.text and m._read_cache(path, ref) is not None  # rewritten whole
+    path.unlink()
+
+    def disk_full(path, write):
+        raise genbench.checkpoint.WriteError(28, f"could not write {path}: No space left on device")
+
+    monkeypatch.setattr(genbench.checkpoint, "atomic_write", disk_full)
+    with caplog.at_level(logging.WARNING, logger="genbench"):
+        assert m.compute(gen, ref, name) == expected
+    assert "could not cache the reference features" in caplog.text and not path.exists()
