@@ -16,8 +16,10 @@ Steps:
    Both are sampled with DDIMScheduler, 50 steps, eta 0.
 3. Every model trains on the same training split, padded to 32x32, with the same threads and the
    same training-time budget (optimizer steps count; sampling and scoring don't).
-4. All are scored by genbench.metrics on the Fashion-MNIST extractor with the same number of samples
-   against the training split; JSON and a 64-image grid per model go to --out.
+4. All are scored under genbench's evaluation protocol (conf/eval through scripts/benchlib.py: the
+   reference protocol's 10,000 training images, KID subsets of 1,000, the data's extractor, and
+   memorisation) with the same number of samples; the JSON (with the protocol and its id) and a
+   64-image grid per model go to --out.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchlib import log, save_grid, score, setup, train_genbench, write_report
-from genbench.data import ImageData, fashion_mnist, to_uint8
-from genbench.sample import generate
+from benchlib import add_common_args, load_data, log, score, setup, train_genbench, write_report
+from benchlib import protocol as bench_protocol
+from genbench.data import ImageData, to_uint8
+from genbench.generate import generate
 
 RECIPES = {
     "diffusers_as_is": dict(channels=(32, 64, 64), attention=True, groups=32, lr=1e-3, batch_size=64),
@@ -100,33 +103,37 @@ def ddim_samples(unet, n: int, seed: int, steps: int = 50, batch_size: int = 250
     return torch.cat(chunks), n / (time.perf_counter() - start)
 
 
-def previous_results(path: Path, args: argparse.Namespace) -> dict:
-    """The rows of an earlier report in --out, for --only; refused unless it ran under the same protocol."""
+def previous_results(path: Path, args: argparse.Namespace, protocol_id: str) -> dict:
+    """The rows of an earlier report in --out, for --only; refused unless it ran with the same budget and seed
+    and every row under the same evaluation protocol (id)."""
     if not path.is_file():
         return {}
     report = json.loads(path.read_text())
-    protocol = {"budget_s": args.budget, "num_samples": args.num_samples, "seed": args.seed}
-    if any(report.get(k) != v for k, v in protocol.items()):
-        raise SystemExit(f"{path} was made with {({k: report.get(k) for k in protocol})}, not {protocol}: "
-                         "use another --out, or rerun every model without --only")
+    setting = {"budget_s": args.budget, "seed": args.seed}
+    ids = {r.get("protocol") for r in report["results"].values()}
+    if any(report.get(k) != v for k, v in setting.items()) or ids != {protocol_id}:
+        raise SystemExit(f"{path} was made with {({k: report.get(k) for k in setting})} under protocol(s) {sorted(map(str, ids))}, "
+                         f"not {setting} under {protocol_id}: use another --out, or rerun every model without --only")
+    for row in report["results"].values():  # back to the full description, as `score` gives it
+        row["protocol"] = report["protocols"][row["protocol"]]
     return report["results"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds for each model (default 600)")
-    parser.add_argument("--num-samples", type=int, default=2000, help="samples scored per model (default 2000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for every model")
+    add_common_args(parser, "outputs/bench_diffusion")
     parser.add_argument("--only", nargs="*", default=None,
                         help="rerun a subset of: genbench " + " ".join(RECIPES) + "; the other rows of --out's report "
                              "stay (budget, sample count and seed must match)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench_diffusion"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run")
     args = parser.parse_args()
     setup(args.threads, args.out)
-    data = fashion_mnist()
-    results = previous_results(args.out / "bench_diffusion.json", args) if args.only is not None else {}
+    protocol = bench_protocol(args.num_samples)  # conf/eval: the reference protocol
+    data = load_data(args.overrides)
+    n, batch = protocol.num_samples, protocol.batch_size
+    pid = protocol.describe(data, protocol.prepare(data)[0].extractor.name, n, len(protocol.reference(data)))["id"]
+    results = previous_results(args.out / "bench_diffusion.json", args, pid) if args.only is not None else {}
     if args.only is None or "genbench" in args.only:
         # 1. genbench's default diffusion model, with its own sampler and with DDIM-50
         # the run stays in --out/genbench_run: scripts/fid_vs_steps.py takes it from there
@@ -136,21 +143,20 @@ def main() -> None:
                 from genbench.samplers import DDIM
 
                 model.sampler = DDIM(steps=50, eta=0.0, spacing="leading")
-            images, img_per_s = generate(model, args.num_samples, 250, args.seed + 1)
-            save_grid(images, args.out / f"genbench_{label}.png")
-            results[f"genbench_{label}"] = {**run, **model.sampling_info(), "img_per_s": img_per_s, **score(images, data)}
+            images, img_per_s = generate(model, n, batch, args.seed + 1)
+            results[f"genbench_{label}"] = {**run, **model.sampling_info(), "img_per_s": img_per_s,
+                                            **score(images, data, protocol, f"genbench_{label}", args.out)}
             log.info("genbench %s: %s", label, results[f"genbench_{label}"])
     # 2. the diffusers recipes, DDIM-50
     for name, recipe in RECIPES.items():
         if args.only is not None and name not in args.only:
             continue
         unet, run = train_recipe(data, args.budget, args.seed, **recipe)
-        images, img_per_s = ddim_samples(unet, args.num_samples, args.seed + 1)
-        save_grid(images, args.out / f"{name}.png")
-        results[name] = {**run, **recipe, "sampler": "DDIM", "nfe": 50, "img_per_s": img_per_s, **score(images, data)}
+        images, img_per_s = ddim_samples(unet, n, args.seed + 1, batch_size=batch)
+        results[name] = {**run, **recipe, "sampler": "DDIM", "nfe": 50, "img_per_s": img_per_s,
+                         **score(images, data, protocol, name, args.out)}
         log.info("%s: %s", name, results[name])
-    report = {"budget_s": args.budget, "num_samples": args.num_samples, "seed": args.seed,
-              "reference": "fashion_mnist train split, 32x32, fmnist-cnn extractor", "results": results}
+    report = {"budget_s": args.budget, "num_samples": n, "seed": args.seed, "results": results}
     recipes = [r["fid"] for k, r in results.items() if k in RECIPES]
     if recipes and "genbench_default_sampler" in results:
         report["best_recipe_fid"] = min(recipes)

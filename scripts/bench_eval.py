@@ -3,20 +3,21 @@
     python scripts/bench_eval.py --run-dir outputs/.../RUN --num-samples 10000 --out bench_eval.json
 
 Without --run-dir it first trains `experiment=tiny` (seconds) into a temporary folder. The steps are
-the ones genbench.evaluate runs, timed one by one:
-1. sampling: genbench.sample.generate, batched;
+the ones genbench.protocol runs, timed one by one, under the protocol of conf/eval (the reference
+protocol unless Hydra overrides such as eval.num_reference=... follow the flags):
+1. sampling: genbench.generate.generate, batched;
 2. metrics, first call: reference features extracted and cached, generated features, metric math;
 3. metrics, second call: the reference read from the cache (every later evaluation of the run);
-4. the generated images' features alone, through the same registered torch-fidelity extractor,
-   so that the metric math is what is left of step 3.
-Writes a JSON report and prints it.
+4. the generated images' features alone, through the protocol's extractor, so that the metric math
+   is what is left of step 3;
+5. memorisation: nearest training images of the samples and of the test images (features cached).
+Writes a JSON report (with the protocol and its id, and the machine) and prints it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,30 +27,24 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", help="a `genbench train` folder; default: train experiment=tiny first")
-    parser.add_argument("--num-samples", type=int, default=10000)
-    parser.add_argument("--num-reference", type=int, default=10000)
-    parser.add_argument("--batch-size", type=int, default=250, help="generation batch")
-    parser.add_argument("--feature-batch-size", type=int, default=200)
-    parser.add_argument("--kid-subset-size", type=int, default=1000)
+    parser.add_argument("--num-samples", type=int, default=None, help="default: eval.num_samples (10000)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench_eval.json")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the protocol, e.g. eval.num_reference=5000")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-    from torch_fidelity.utils import create_feature_extractor
-
+    from benchlib import protocol as bench_protocol
     from genbench.checkpoint import load_model
-    from genbench.evaluate import reference_images
-    from genbench.extractors import default_extractor
-    from genbench.metrics import FidelityMetrics, UInt8Images, to_rgb
-    from genbench.sample import generate
-    from genbench.trainer import resolve_device
+    from genbench.generate import generate
+    from genbench.runtime import machine_record, resolve_device
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval."))
     run_dir = args.run_dir
@@ -58,16 +53,15 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "genbench.cli", "train", "experiment=tiny", "eval.at_end=false",
                         f"hydra.run.dir={run_dir}"], check=True, capture_output=True)
     device = resolve_device(args.device)
-    model, state = load_model(run_dir, ema=True, device=device)
+    protocol = bench_protocol(args.num_samples, [f"eval.cache_dir={tmp / 'cache'}", *args.overrides])  # a cold cache
+    model, state = load_model(run_dir, ema=protocol.ema, device=device)
     data = instantiate(state["config"]["data"], _convert_="all")
-    reference = reference_images(data, "train", args.num_reference)
-    metrics = FidelityMetrics(default_extractor(state["config"]["data"]["_target_"]), batch_size=args.feature_batch_size,
-                              kid_subset_size=args.kid_subset_size, cache_dir=str(tmp / "cache"), cuda=device.type == "cuda")
-    name = f"{data.name}-train"
+    metrics, reference = protocol.prepare(data, device)
+    name = f"{data.name}-{protocol.reference_split}"
 
     # 1. sampling
     t = time.perf_counter()
-    generated, img_per_s = generate(model, args.num_samples, args.batch_size, seed=0)
+    generated, img_per_s = generate(model, protocol.num_samples, protocol.batch_size, seed=protocol.seed)
     sampling_s = time.perf_counter() - t
     # 2. metrics with the reference extracted (and cached)
     t = time.perf_counter()
@@ -79,23 +73,21 @@ def main() -> None:
     cached_s = time.perf_counter() - t
     assert first == second, "the cached reference changed the numbers"
     # 4. the generated images' features alone
-    cls = FEATURE_EXTRACTORS_REGISTRY[metrics.extractor.name]
-    layers = sorted({cls.get_default_feature_layer_for_metric(m) for m in metrics.metrics})
-    extractor = create_feature_extractor(metrics.extractor.name, layers, cuda=device.type == "cuda", verbose=False,
-                                         **metrics.extractor.fidelity_kwargs)
-    loader = torch.utils.data.DataLoader(UInt8Images(to_rgb(generated)), batch_size=args.feature_batch_size)
     t = time.perf_counter()
-    with torch.no_grad():
-        for batch in loader:
-            extractor(batch.to(device))
+    metrics.features(generated)
     features_s = time.perf_counter() - t
+    # 5. memorisation (training and test features extracted once, then cached)
+    t = time.perf_counter()
+    memorisation, _ = protocol.memorise(generated, data, device)
+    memorisation_s = time.perf_counter() - t
 
     report = {
-        "num_samples": args.num_samples,
+        "num_samples": protocol.num_samples,
         "num_reference": len(reference),
+        "protocol": protocol.describe(data, metrics.extractor.name, len(generated), len(reference)),
         "device": str(device),
         "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
+        "machine": machine_record(device),
         "model": {"family": state["config"]["model"]["_target_"], **model.sampling_info(),
                   "parameters": sum(p.numel() for p in model.parameters())},
         "feature_extractor": metrics.extractor.name,
@@ -106,10 +98,12 @@ def main() -> None:
             "generated_features": features_s,
             "metric_math": cached_s - features_s,
             "reference_features_once": uncached_s - cached_s,
+            "memorisation_first_time": memorisation_s,
         },
         "sampling_img_per_s": img_per_s,
-        "feature_img_per_s": args.num_samples / features_s,
+        "feature_img_per_s": protocol.num_samples / features_s,
         "metrics": second,
+        "memorisation": memorisation,
         "torch": torch.__version__,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -14,9 +14,10 @@ Steps:
    and on running statistics (eval mode); the comparison takes the better of the two.
 3. Both train on the same Fashion-MNIST training split, padded to 32x32, with the same threads and
    the same training-time budget (batches and optimizer steps count; sampling, checkpoints don't).
-4. Both are scored under genbench's evaluation protocol (conf/eval: the fmnist-cnn extractor,
-   eval.num_samples samples, eval.num_reference images of the training split), FID and KID; the
-   JSON and a grid of 64 samples per model go to --out.
+4. Both are scored under genbench's evaluation protocol (conf/eval through scripts/benchlib.py: the
+   data's extractor, eval.num_samples samples against a fixed eval.num_reference images of the
+   training split, FID, IS, KID, precision/recall and memorisation); the JSON (with the protocol
+   and its id, the machine and the commit) and a grid of 64 samples per model go to --out.
 
 tests/test_gan.py checks the recipe's plumbing; the comparison itself needs the full budget.
 """
@@ -24,23 +25,22 @@ tests/test_gan.py checks the recipe's plumbing; the comparison itself needs the 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when a test loads this file by path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as genbench's CLI sets it, before torch loads (both arms)
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import nn
-from torchvision.utils import make_grid, save_image
 
+from benchlib import add_common_args, load_data, log, score, setup, train_genbench, write_report
+from benchlib import protocol as bench_protocol
 from genbench.data import ImageData, to_uint8
-
-log = logging.getLogger("bench_gan")
+from genbench.generate import generate
 
 
 # ---- the pytorch/examples DCGAN recipe -----------------------------------------------------
@@ -134,84 +134,38 @@ def recipe_samples(G: nn.Module, n: int, seed: int, batch_norm_mode: str, batch_
     return images
 
 
-# ---- genbench's default GAN ------------------------------------------------------------------
-def compose_config(budget: float, seed: int, overrides: list[str]):
-    """The config of `genbench train model=gan` with max_time = budget (the default has no step limit)."""
-    from hydra import compose, initialize_config_dir
-
-    from genbench import CONF_DIR
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=["model=gan", f"seed={seed}", f"trainer.max_time={budget}",
-                                           "trainer.device=cpu", "trainer.progress=false",
-                                           "eval.at_end=false", *overrides])
-
-
-def train_genbench(cfg, run_dir: Path) -> tuple[nn.Module, dict]:
-    """Train as `genbench train` does; returns the EMA model and the run's counters."""
-    from genbench.checkpoint import load_model
-    from genbench.train import train
-
-    train(cfg, str(run_dir))
-    model, state = load_model(run_dir, ema=True)
-    return model, {"steps": state["step"], "train_time_s": state["train_time"], "images_seen": state["images_seen"],
-                   "batch_size": cfg.trainer.batch_size}
-
-
-@torch.no_grad()
-def genbench_samples(model: nn.Module, n: int, seed: int, batch_size: int = 250) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.cat([to_uint8(model.sample(min(batch_size, n - i), generator=generator)) for i in range(0, n, batch_size)])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds for each model (default 600)")
-    parser.add_argument("--num-samples", type=int, default=None, help="samples scored per model (default: eval.num_samples)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for both models")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench_gan"), help="folder for bench_gan.json and the grids")
+    add_common_args(parser, "outputs/bench_gan")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run (default: none)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    cfg = compose_config(args.budget, args.seed, args.overrides)
-    data = instantiate(cfg.data, _convert_="all")  # the data genbench's run trains on
-    num_samples = args.num_samples or cfg.eval.num_samples
+    setup(args.threads, args.out)
+    protocol = bench_protocol(args.num_samples)  # conf/eval: the reference protocol
+    data = load_data(args.overrides)  # the data genbench's run trains on
+    num_samples = protocol.num_samples
 
-    # 1. genbench's GAN (EMA of G)
+    # 1. genbench's GAN (EMA of G), trained by genbench's own Trainer
     with tempfile.TemporaryDirectory() as tmp:
-        model, genbench_run = train_genbench(cfg, Path(tmp) / "gan")
-    samples = {"genbench": genbench_samples(model, num_samples, args.seed + 1)}
+        model, genbench_run = train_genbench(Path(tmp) / "gan", args.budget, args.seed, ["model=gan", *args.overrides])
+    samples = {"genbench": generate(model, num_samples, protocol.batch_size, args.seed + 1)[0]}
     # 2. the recipe, scored with batch-statistics and running-statistics batch norm
     G, recipe_run = train_recipe(data, args.budget, args.seed)
     for mode in ("train", "eval"):
         samples[f"recipe_bn_{mode}"] = recipe_samples(G, num_samples, args.seed + 1, mode)
-    # 3. the same metrics, extractor and reference images for all: genbench's evaluation protocol (conf/eval)
-    from genbench.evaluate import build_metrics, reference_images
-
-    metrics = build_metrics(cfg.eval, cfg.data._target_, torch.device("cpu"), metrics=["fid", "kid"])
-    reference = reference_images(data, cfg.eval.reference_split, cfg.eval.num_reference)
+    # 3. one scoring path for all: genbench's evaluation protocol
     results = {}
     for name, images in samples.items():
-        results[name] = metrics.compute(images, reference, f"{data.name}-{cfg.eval.reference_split}")
-        save_image(make_grid(images[:64].float() / 255, nrow=8, padding=2), args.out / f"{name}.png")
-        log.info("%s: %s", name, results[name])
+        results[name] = score(images, data, protocol, name, args.out)
+        log.info("%s: fid=%.4g", name, results[name]["fid"])
     recipe_fid = min(results["recipe_bn_train"]["fid"], results["recipe_bn_eval"]["fid"])
-    report = {
+    write_report({
         "budget_s": args.budget, "num_samples": num_samples, "seed": args.seed, "threads": args.threads,
-        "torch": torch.__version__,
-        "extractor": metrics.extractor.record(),
-        "reference": {"split": cfg.eval.reference_split, "num": len(reference)},
-        "genbench": {**genbench_run, "command": " ".join(["genbench train model=gan", *args.overrides]),
-                     **results["genbench"]},
+        "genbench": {**genbench_run, "command": " ".join(["genbench train model=gan", *args.overrides]), **results["genbench"]},
         "recipe": {**recipe_run, "bn_batch_stats": results["recipe_bn_train"], "bn_running_stats": results["recipe_bn_eval"],
                    "fid": recipe_fid},
         "genbench_fid_lower": results["genbench"]["fid"] < recipe_fid,
-    }
-    (args.out / "bench_gan.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    }, args.out / "bench_gan.json")
 
 
 if __name__ == "__main__":

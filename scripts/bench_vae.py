@@ -13,8 +13,9 @@ Steps:
 3. Both train on the same Fashion-MNIST training split with the same threads and the same
    training-time budget (batches, optimizer steps and, for genbench, its EMA update count; sampling
    and checkpoints don't).
-4. Both are scored by genbench.metrics on the Fashion-MNIST extractor with the same number of
-   samples against the training split (scripts/benchlib.py). genbench's VAE also reports its
+4. Both are scored under genbench's evaluation protocol (conf/eval through scripts/benchlib.py: the
+   reference protocol's 10,000 training images, KID subsets of 1,000, the data's extractor, and
+   memorisation), with the same number of samples; the JSON records the protocol and its id. genbench's VAE also reports its
    test-split likelihood in bits/dim (ELBO and IWAE bound: the discrete 8-bit likelihood that
    `genbench eval` reports) and its active units. The recipe has none: a Bernoulli density on grey
    levels is not a distribution over 8-bit images. The JSON and a sample grid per model go to --out.
@@ -31,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchlib import log, save_grid, score, setup, train_genbench, write_report
+from benchlib import add_common_args, load_data, log, score, setup, train_genbench, write_report
+from benchlib import protocol as bench_protocol
 from genbench.data import ImageData, fashion_mnist, fit_size
-from genbench.evaluate import likelihoods
-from genbench.sample import generate
+from genbench.generate import generate, likelihoods
 
 RECIPE_SIDE = 28  # the recipe's images are the raw 28x28 ones
 
@@ -95,39 +96,35 @@ def recipe_samples(model: RecipeVAE, n: int, seed: int, image_size: int, batch_s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds for each model (default 600)")
-    parser.add_argument("--num-samples", type=int, default=10_000, help="samples scored per model (default 10000)")
     parser.add_argument("--likelihood-images", type=int, default=10_000,
                         help="test images scored in bits/dim for genbench's VAE (default 10000, the whole split)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for both models")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench_vae"), help="folder for bench_vae.json and the grids")
+    add_common_args(parser, "outputs/bench_vae")
     parser.add_argument("--run-dir", type=Path, default=None, help="genbench's run folder (default: a temporary one)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run (default: none)")
     args = parser.parse_args()
     setup(args.threads, args.out)
-    data = fashion_mnist()
+    protocol = bench_protocol(args.num_samples)  # conf/eval: the reference protocol
+    data = load_data(args.overrides)
 
     # 1. genbench's default VAE: EMA weights, decoder means at z ~ N(0, I); its test-split likelihood
     with tempfile.TemporaryDirectory() as tmp:
         model, genbench_run = train_genbench(args.run_dir or Path(tmp) / "vae", args.budget, args.seed,
                                              ["model=vae", *args.overrides])
-    samples = {"genbench": generate(model, args.num_samples, 250, args.seed + 1)[0]}
+    samples = {"genbench": generate(model, protocol.num_samples, protocol.batch_size, args.seed + 1)[0]}
     start = time.perf_counter()
     test = data.split("test")[: args.likelihood_images]
     genbench_run.update(**model.sampling_info(), bits_per_dim=likelihoods(model, test, 250, args.seed),
                         likelihood_images=len(test), likelihood_s=time.perf_counter() - start, **model.latent_statistics(test))
     # 2. the recipe on the 28x28 images, sampled as decoder means at z ~ N(0, I)
     recipe, recipe_run = train_recipe(fashion_mnist(image_size=RECIPE_SIDE), args.budget, args.seed)
-    samples["recipe"] = recipe_samples(recipe, args.num_samples, args.seed + 1, data.image_shape[-1])
-    # 3. the same metrics for both
+    samples["recipe"] = recipe_samples(recipe, protocol.num_samples, args.seed + 1, data.image_shape[-1])
+    # 3. one scoring path for both: genbench's evaluation protocol
     results = {}
     for name, images in samples.items():
-        results[name] = score(images, data)
-        save_grid(images, args.out / f"{name}.png")
-        log.info("%s: %s", name, results[name])
+        results[name] = score(images, data, protocol, name, args.out)
+        log.info("%s: fid=%.4g", name, results[name]["fid"])
     write_report({
-        "budget_s": args.budget, "num_samples": args.num_samples, "seed": args.seed, "threads": args.threads,
-        "reference": "fashion_mnist train split (60000 images, 32x32)",
+        "budget_s": args.budget, "num_samples": protocol.num_samples, "seed": args.seed, "threads": args.threads,
         "genbench": {**genbench_run, **results["genbench"]},
         "recipe": {**recipe_run, **results["recipe"], "decoder_output": "mean", "bits_per_dim": None,
                    "bits_per_dim_note": "a Bernoulli density on grey levels is not a distribution over 8-bit images"},

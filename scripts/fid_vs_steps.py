@@ -3,9 +3,11 @@
     python scripts/fid_vs_steps.py outputs/<run> --steps 10 20 50 100 1000 --num-samples 1000
 
 Every cell samples --num-samples images from the run's EMA weights with the same seed and scores
-them against the training split on the run's extractor (genbench.metrics), so cells differ only
-by sampler and step count. FID is biased upwards at small sample counts: compare cells of one
-table, not with FIDs at other counts. Writes fid_vs_steps.json and fid_vs_steps.md to --out.
+them under genbench's evaluation protocol (conf/eval through scripts/benchlib.py: the reference
+protocol's 10,000 training images, KID subsets of 1,000, the run's data and its extractor), so cells
+differ only by sampler and step count. FID is biased upwards at small sample counts: compare cells of
+one table (one protocol id), not with FIDs at other counts. Writes fid_vs_steps.json (with the
+protocol) and fid_vs_steps.md to --out.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
+from hydra.utils import instantiate
 
-from benchlib import log, score, setup, write_report
-from genbench.checkpoint import load_model
-from genbench.data import fashion_mnist
-from genbench.sample import generate
+from benchlib import add_common_args, log, score, setup, write_report
+from benchlib import protocol as bench_protocol
+from genbench.checkpoint import load_checkpoint, load_model
+from genbench.generate import generate
 
 SAMPLERS = {
     "ddpm": {"_target_": "genbench.samplers.DDPM", "variance": "beta_tilde", "spacing": "leading"},
@@ -32,25 +34,23 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
-    parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--out", type=Path, default=None, help="default: <run_dir>/fid_vs_steps")
+    add_common_args(parser, "<run_dir>/fid_vs_steps", num_samples=1000)
     args = parser.parse_args()
-    out = args.out or args.run_dir / "fid_vs_steps"
+    out = args.run_dir / "fid_vs_steps" if str(args.out) == "<run_dir>/fid_vs_steps" else args.out
     setup(args.threads, out)
-    data = fashion_mnist()
+    protocol = bench_protocol(args.num_samples)  # conf/eval: the reference protocol, at --num-samples
+    data = instantiate(load_checkpoint(args.run_dir)["config"]["data"], _convert_="all")  # the run's own data
     cells = []
     for name in args.samplers:
         for steps in args.steps:
             model, state = load_model(args.run_dir, ema=True, sampler={**SAMPLERS[name], "steps": steps})
-            images, img_per_s = generate(model, args.num_samples, 250, args.seed)
+            images, img_per_s = generate(model, protocol.num_samples, protocol.batch_size, args.seed)
             cell = {"sampler": name, "steps": steps, "nfe": model.sampling_info()["nfe"], "img_per_s": img_per_s,
-                    **score(images, data)}
-            log.info("%s", cell)
+                    **score(images, data, protocol)}
+            log.info("%s %d steps: fid=%.4g", name, steps, cell["fid"])
             cells.append(cell)
-    report = {"run_dir": str(args.run_dir), "checkpoint_step": state["step"], "num_samples": args.num_samples,
-              "seed": args.seed, "reference": "fashion_mnist train split, fmnist-cnn extractor", "cells": cells}
+    report = {"run_dir": str(args.run_dir), "checkpoint_step": state["step"], "num_samples": protocol.num_samples,
+              "seed": args.seed, "cells": cells}
     write_report(report, out / "fid_vs_steps.json")
     header = "| sampler | " + " | ".join(f"{s} steps" for s in args.steps) + " |"
     rows = [header, "|" + " --- |" * (len(args.steps) + 1)]

@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import hydra
@@ -19,21 +18,9 @@ from torchvision.utils import make_grid, save_image
 
 from genbench import CONF_DIR
 from genbench.checkpoint import load_model
-from genbench.data import to_uint8
-from genbench.models.base import GenerativeModel
-from genbench.trainer import resolve_device
+from genbench.generate import generate
+from genbench.runtime import resolve_device
 from genbench.validate import check_positive, one_line_errors
-
-
-def generate(model: GenerativeModel, num_samples: int, batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
-    """num_samples uint8 images (N, C, H, W) from a seeded CPU generator, and the images per second."""
-    check_positive("num_samples", num_samples)
-    check_positive("batch_size", batch_size)
-    generator = torch.Generator().manual_seed(seed)
-    chunks, start = [], time.perf_counter()
-    for i in range(0, num_samples, batch_size):
-        chunks.append(to_uint8(model.sample(min(batch_size, num_samples - i), generator=generator)).cpu())
-    return torch.cat(chunks), num_samples / (time.perf_counter() - start)
 
 
 def write_samples(images: torch.Tensor, folder: Path, info: dict) -> None:
