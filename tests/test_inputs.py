@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from genbench import data as gdata
+from genbench.data import load_samples
 from genbench.extractors import INCEPTION_FILE
-from genbench.metrics import FidelityMetrics, images_sha256, load_image_folder
+from genbench.metrics import FidelityMetrics, images_sha256
 
 
 class RunsCode:
@@ -179,7 +180,7 @@ def test_a_corrupt_image_is_named_in_one_line(tmp_path: Path, corrupt: str):
         gdata.image_folder(str(tmp_path / "imgs"), image_size=16, channels=1)  # data=image_folder
     one_line(e)
     with pytest.raises(ValueError, match=rf"^samples_dir: {bad} is not a readable image") as e:
-        load_image_folder(bad.parent, channels=1)  # a samples folder: the same reader
+        load_samples(bad.parent, channels=1)  # a samples folder: the same reader
     one_line(e)
 
 
@@ -197,11 +198,11 @@ def test_float_sample_arrays_are_refused_with_the_conversion(tmp_path: Path, kin
     np.save(path, x) if kind == "npy" else np.savez(path, images=x)
     with pytest.raises(ValueError, match=rf"samples_dir: {path}: images are float32 in \[.*\], but genbench scores uint8 "
                                          rf"images and does not guess a float range; {fix}") as e:
-        load_image_folder(path, channels=1)
+        load_samples(path, channels=1)
     one_line(e)
     converted = (x * 255).round() if scale == "01" else (x + 1) * 127.5
     np.save(path, converted.round().astype(np.uint8)) if kind == "npy" else np.savez(path, images=converted.round().astype(np.uint8))
-    assert torch.equal(load_image_folder(path, channels=1), images(6, 0))  # the printed fix gives back the images
+    assert torch.equal(load_samples(path, channels=1), images(6, 0))  # the printed fix gives back the images
 
 
 def test_npz_without_images_names_the_arrays_it_has(tmp_path: Path):
@@ -209,7 +210,7 @@ def test_npz_without_images_names_the_arrays_it_has(tmp_path: Path):
     np.savez(path, arr_0=images(3, 0).numpy(), labels=np.arange(3))
     with pytest.raises(ValueError, match=r"holds no `images` array \(it has: arr_0, labels\); save the samples with "
                                          r"np.savez\(path, images=") as e:
-        load_image_folder(path, channels=1)
+        load_samples(path, channels=1)
     one_line(e)
 
 
@@ -217,7 +218,7 @@ def test_pickled_object_arrays_are_refused_and_never_run(tmp_path: Path):
     marker, path = tmp_path / "pwned", tmp_path / "samples.npy"
     np.save(path, np.array([RunsCode(marker)], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match=r"is not a readable .npz/.npy file of images \(Object arrays cannot be loaded"):
-        load_image_folder(path, channels=1)
+        load_samples(path, channels=1)
     assert not marker.exists()
 
 
@@ -225,21 +226,21 @@ def test_sample_arrays_in_either_layout_and_any_integer_type(tmp_path: Path):
     x = images(4, 0, channels=3)
     np.savez(tmp_path / "nhwc.npz", images=x.permute(0, 2, 3, 1).numpy())
     np.save(tmp_path / "int64.npy", x.numpy().astype(np.int64))
-    assert torch.equal(load_image_folder(tmp_path / "nhwc.npz", channels=3), x)
-    assert torch.equal(load_image_folder(tmp_path / "int64.npy", channels=3), x)
+    assert torch.equal(load_samples(tmp_path / "nhwc.npz", channels=3), x)
+    assert torch.equal(load_samples(tmp_path / "int64.npy", channels=3), x)
     np.save(tmp_path / "wide.npy", x.numpy().astype(np.int32) * 257)
     with pytest.raises(ValueError, match=r"not 8-bit; scale them to \[0, 255\] \(16-bit: \(x / 257\).round\(\)\)"):
-        load_image_folder(tmp_path / "wide.npy", channels=3)
+        load_samples(tmp_path / "wide.npy", channels=3)
 
 
 def test_empty_samples_folder_and_empty_data_root(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"samples_dir=.*empty holds no images \(.*\.png.*\); pass the folder "
                                                 r"`genbench sample` wrote") as e:
-        load_image_folder(tmp_path / "empty", channels=1)
+        load_samples(tmp_path / "empty", channels=1)
     one_line(e)
     with pytest.raises(FileNotFoundError, match=r"samples_dir=.*missing is not a folder or an .npz/.npy file"):
-        load_image_folder(tmp_path / "missing", channels=1)
+        load_samples(tmp_path / "missing", channels=1)
     with pytest.raises(gdata.DatasetNotFound, match=r"data.root=.*empty holds no images"):
         gdata.image_folder(str(tmp_path / "empty"))
 
@@ -270,8 +271,8 @@ def test_16_bit_pngs_are_scaled_to_8_bits_not_saturated(tmp_path: Path):
         Image.fromarray(np.round(img / 257).astype(np.uint8)).save(tmp_path / "8" / f"{i}.png")
     assert Image.open(tmp_path / "16" / "0.png").mode == "I;16"
     expected = torch.from_numpy(np.round(wide / 257).astype(np.uint8))[:, None]
-    grey = load_image_folder(tmp_path / "16", channels=1)
-    assert torch.equal(grey, expected) and torch.equal(grey, load_image_folder(tmp_path / "8", channels=1))
+    grey = load_samples(tmp_path / "16", channels=1)
+    assert torch.equal(grey, expected) and torch.equal(grey, load_samples(tmp_path / "8", channels=1))
     assert (grey == 255).float().mean() < 0.01  # convert("L") alone saturated almost every pixel
     rgb = gdata.image_folder(str(tmp_path / "16"), image_size=20, channels=3)
     assert torch.equal(rgb.train, expected.expand(-1, 3, -1, -1))

@@ -38,8 +38,6 @@ from typing import Literal, get_args
 import torch
 from torch.utils.data import Dataset
 
-from genbench.data import GRID_FILE, SAMPLES_FILE  # noqa: F401  (re-exported: the samples folder's files)
-from genbench.data import load_samples as load_image_folder  # noqa: F401  (the one samples reader, kept under its old name)
 from genbench.extractors import ExtractorKind, resolve_extractor
 from genbench.validate import check_choice, check_positive
 
