@@ -30,6 +30,7 @@ from torchvision.utils import make_grid, save_image
 
 from genbench.checkpoint import (FORMAT_VERSION, CheckpointError, atomic_save, checkpoint_dir, find_resumable,
                                  remove_stale_temporaries, save_checkpoint)
+from genbench import distributed
 from genbench.compute import train_flops_per_image
 from genbench.data import ImageData
 from genbench.models.base import GenerativeModel, OptimizerFactory
@@ -106,6 +107,16 @@ def config_changes(saved: dict, new: dict, may_change: tuple[str, ...]) -> list[
             for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k) and not free(k)]
 
 
+class _NullWriter:
+    """What ranks other than 0 log to: nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None: ...
+
+    def add_image(self, *args, **kwargs) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Trainer:
     def __init__(
         self,
@@ -152,7 +163,10 @@ class Trainer:
             raise ValueError(f"trainer.ema_decay={ema_decay} must be in [0, 1)")
         self.run_dir, self.seed = Path(run_dir), seed
         self.max_steps = max_steps
-        self.batch_size, self.device = batch_size, resolve_device(device)
+        self.dist = distributed.from_env()
+        self.batch_size, self.device = batch_size, distributed.device_for(self.dist, resolve_device(device))
+        if self.dist.enabled:
+            distributed.shard(torch.arange(batch_size), self.dist)  # the global batch must divide among the ranks
         self.precision, self.compile = precision, compile
         self.ema_decay, self.ema_warmup, self.grad_clip = ema_decay, ema_warmup, grad_clip
         self.lr_warmup_steps = lr_warmup_steps
@@ -170,14 +184,19 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self, gather: bool = True) -> dict[str, Any]:
+        """The checkpoint. With `gather` it is a collective under torchrun (every rank's RNG state is
+        gathered), so all ranks call it; without, it holds this rank's RNG state alone."""
+        rngs = distributed.all_gather(rng_state(), self.dist) if gather else [rng_state()]
         return {
             "step": self.step, "train_time": self.train_time, "images_seen": self.images_seen,
             "compute": {**self.compute, "train_flops": self.train_flops},
-            "model": self.model.state_dict(), "ema": self.ema.module.state_dict(),
+            "model": distributed.plain_state_dict(self.model, self._wrapped), "ema": self.ema.module.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "rng": rng_state(), "config": self.config, "extra": self.extra, "image_shape": list(self.image_shape),
+            "rng": rngs[0], "rng_ranks": rngs if len(rngs) > 1 else None,
+            "world_size": self.dist.world_size,
+            "config": self.config, "extra": self.extra, "image_shape": list(self.image_shape),
         }
 
     def _resume(self) -> bool:
@@ -204,12 +223,25 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
-        set_rng_state(state["rng"])
+        self._restore_rng(state)
         self.step, self.train_time, self.images_seen = state["step"], state["train_time"], state["images_seen"]
         self.compute.update({k: v for k, v in state.get("compute", {}).items() if k in self.compute})
         self.extra = state.get("extra", {})
         log.info("resumed from %s at step %d", path, self.step)
         return True
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """Each rank's own streams when the checkpoint has them for this many processes."""
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+            return
+        log.warning("resuming a %d-process checkpoint on %d processes: the same data order, new noise streams "
+                    "(not bit-identical to the original run)", len(ranks), self.dist.world_size)
+        if self.dist.is_main:
+            set_rng_state(ranks[0])
+        else:
+            seed_everything(self.seed + self.dist.rank * distributed.RANK_SEED_OFFSET + state["step"])
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stop_signal is not None and signum == signal.SIGINT:
@@ -228,8 +260,9 @@ class Trainer:
             eval_fn: EvalFn | None = None) -> GenerativeModel:
         """Train `model` on `data` until the first budget runs out (max_steps, max_time, max_flops; null =
         no such limit) or a stop signal; returns the EMA model."""
-        seed_everything(self.seed)
+        seed_everything(self.seed + self.dist.rank * distributed.RANK_SEED_OFFSET)  # rank 0: a single process's streams
         self.model, self.config, self.extra = model.to(self.device), config or {}, {}
+        self._wrapped: list[str] = []
         self.image_shape = data.image_shape
         lr = getattr(optimizer, "keywords", {}).get("lr")
         if lr is not None and not lr > 0:
@@ -248,30 +281,33 @@ class Trainer:
             log.info("removed %s, left by a save that was killed", stale)
         resumed = self._resume()
         if self.compute["train_flops_per_image"] is None:  # measured once, on a copy, RNG put back
-            first = data.batch(data.batch_indices(self.step, self.batch_size, self.seed), self.device)
+            first = data.batch(distributed.shard(data.batch_indices(self.step, self.batch_size, self.seed), self.dist), self.device)
             with self._autocast():
                 self.compute["train_flops_per_image"] = train_flops_per_image(model, first)
         if self.compile:
             for child in model.children():
                 child.compile()
+        self._wrapped = distributed.wrap(model, self.dist)  # DDP around each trainable network (torchrun)
         # purge_step: TensorBoard drops what a killed run logged after the checkpoint it resumes from
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if resumed else None)
+        writer = (SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if resumed else None)
+                  if self.dist.is_main else _NullWriter())
         grid_noise = torch.Generator().manual_seed(self.seed + 12345)  # re-seeded per grid: fixed noise
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         counts: dict[str, int] = defaultdict(int)  # terms that run every n-th step are averaged over their own runs
         window = {"n": 0, "time": 0.0, "data": 0.0}
         self._previous_handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
-        bar = self._progress_bar()
+        bar = self._progress_bar() if self.dist.is_main else None
         saved_step = self.step if resumed else -1
         log.info("training %s on %s (%s), %d parameters, %.3g training GFLOPs per image, run dir %s", type(model).__name__,
                  data.name, self.device, sum(p.numel() for p in model.parameters()),
                  self.compute["train_flops_per_image"] / 1e9, self.run_dir)
         try:
-            while not self._done():
+            last = self._should_stop()
+            while not last:
                 t0 = time.perf_counter()
                 # fetch batch
-                idx = data.batch_indices(self.step, self.batch_size, self.seed)
-                x = data.batch(idx, self.device)
+                idx = data.batch_indices(self.step, self.batch_size, self.seed)  # the global batch
+                x = data.batch(distributed.shard(idx, self.dist), self.device)  # this rank's part of it
                 t1 = time.perf_counter()
                 # optimise: one backward and step per loss term, in the order the family yields them
                 model.train()
@@ -291,8 +327,9 @@ class Trainer:
                     window["n"] += 1
                     window["time"] += t2 - t0
                     window["data"] += t1 - t0
+                last = self._should_stop()  # every rank stops at the same step
                 # log
-                if self.step % max(self.log_every, 1) == 0 or self._done():
+                if self.step % max(self.log_every, 1) == 0 or last:
                     self._log(writer, {k: v / max(counts[k], 1) for k, v in sums.items()}, window)
                     sums.clear()
                     counts.clear()
@@ -300,18 +337,19 @@ class Trainer:
                 if bar is not None:
                     self._update_bar(bar)
                 # sample
-                if self.num_grid_samples and self.sample_every and (self.step % self.sample_every == 0 or self._done()):
+                due = lambda every: every and (self.step % every == 0 or last)  # noqa: E731
+                if self.dist.is_main and self.num_grid_samples and due(self.sample_every):
                     with preserved_rng():
                         self._write_grid(writer, grid_noise)
                 # evaluate (a cheaper protocol than the final one: its own tag group, eval_during/*)
-                if eval_fn and self.eval_every and (self.step % self.eval_every == 0 or self._done()):
+                if self.dist.is_main and eval_fn and due(self.eval_every):  # on rank 0; the others wait in DDP
                     with preserved_rng():
                         results = eval_fn(self.ema.module, self.step)
                     for k, v in results.items():
                         writer.add_scalar(f"eval_during/{k}", v, self.step)
                     self._keep_best(results)
                 # checkpoint
-                if self._done() or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
+                if last or due(self.checkpoint_every):
                     self._save()
                     saved_step = self.step
             if self.stop_signal is not None and saved_step != self.step:  # stopped before the first step
@@ -322,6 +360,9 @@ class Trainer:
             if bar is not None:
                 bar.close()
             writer.close()
+            distributed.unwrap(model, self._wrapped)
+            self._wrapped = []
+        distributed.barrier(self.dist)
         if self.stop_signal is not None:
             log.warning("stopped by %s at step %d; checkpoint saved in %s", signal.Signals(self.stop_signal).name,
                         self.step, checkpoint_dir(self.run_dir))
@@ -366,11 +407,14 @@ class Trainer:
                                  "lower optim.lr, or clip with trainer.grad_clip")
 
     def _save(self) -> None:
+        """Write a checkpoint (rank 0; every rank takes part in gathering the RNG states)."""
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise NonFiniteError(f"parameter {bad[0]} is not finite at step {self.step}: no checkpoint written, the last "
                                  "one is kept; lower optim.lr, or clip with trainer.grad_clip")
-        save_checkpoint(self._state(), self.run_dir, self.keep_checkpoints)
+        state = self._state()
+        if self.dist.is_main:
+            save_checkpoint(state, self.run_dir, self.keep_checkpoints)
 
     def _keep_best(self, results: dict[str, float]) -> None:
         """checkpoints/best.pt: the state at the lowest during-training `best_metric` so far; self.extra carries
@@ -380,7 +424,7 @@ class Trainer:
         if score is None or not math.isfinite(score) or score >= self.extra.get(key, math.inf):
             return
         self.extra.update({key: float(score), "best_step": self.step})
-        atomic_save({"format_version": FORMAT_VERSION, **self._state()}, checkpoint_dir(self.run_dir) / BEST)
+        atomic_save({"format_version": FORMAT_VERSION, **self._state(gather=False)}, checkpoint_dir(self.run_dir) / BEST)
 
     @property
     def interrupted(self) -> bool:
@@ -391,10 +435,17 @@ class Trainer:
     def train_flops(self) -> float:
         return self.images_seen * (self.compute["train_flops_per_image"] or 0.0)
 
-    def _done(self) -> bool:
-        return ((self.max_steps is not None and self.step >= self.max_steps) or self.stop_signal is not None
+    def _budget_spent(self) -> bool:
+        return ((self.max_steps is not None and self.step >= self.max_steps)
                 or (self.max_time is not None and self.train_time >= self.max_time)
                 or (self.max_flops is not None and self.train_flops >= self.max_flops))
+
+    def _should_stop(self) -> bool:
+        """A budget spent or a stop signal, agreed by every process (one tiny all-reduce per step under torchrun)."""
+        spent, signum = distributed.agree_stop((self._budget_spent(), self.stop_signal or 0), self.dist, self.device)
+        if signum and self.stop_signal is None:
+            self.stop_signal = signum
+        return spent or bool(signum)
 
     def _budget(self) -> tuple[float, float, str]:
         """(done, total, unit) of the budget the progress bar follows: steps, else FLOPs, else seconds."""
@@ -444,6 +495,8 @@ class Trainer:
             writer.add_scalar(k, v, self.step)
         losses = " ".join(f"{k.split('/')[1]}={v:.4g}" for k, v in scalars.items() if "loss" in k)
         eta = self._eta(window)
+        if not self.dist.is_main:
+            return
         log.info("step %d/%s %s %.0f img/s eta %s", self.step, self.max_steps or "-", losses, scalars["perf/img_per_s"],
                  "-" if math.isinf(eta) else f"{int(eta) // 3600}:{int(eta) % 3600 // 60:02d}:{int(eta) % 60:02d}")
 
