@@ -21,7 +21,8 @@ def protocol(pid: str = "p1", num_samples: int = 48) -> dict:
 def make_record(fid: float, precision: float = 0.5, recall: float = 0.5, bpd: dict[str, float] | None = None,
                 img_per_s: float = 100.0, nfe: int = 1, sampler: str | None = None, train_time: float = 10.0,
                 params: int = 1000, flops_per_image: float | None = 1e6, sample_flops: float | None = 1e8,
-                mfu: float | None = 0.01, pid: str = "p1", num_samples: int = 48, fmt: int = 2) -> dict:
+                mfu: float | None = 0.01, pid: str = "p1", num_samples: int = 48, memorised: float | None = None,
+                fmt: int = 2) -> dict:
     """A headline record (format 2), or the single record of format 1 (no protocol, no compute)."""
     images = STEPS * BATCH
     record = {
@@ -36,7 +37,8 @@ def make_record(fid: float, precision: float = 0.5, recall: float = 0.5, bpd: di
     }
     if fmt == 2:
         train_flops = None if flops_per_image is None else flops_per_image * images
-        record.update(source="run", protocol=protocol(pid, num_samples), memorisation=None, compute={
+        memorisation = None if memorised is None else {"quantile": 0.01, "fraction_closer": memorised}
+        record.update(source="run", protocol=protocol(pid, num_samples), memorisation=memorisation, compute={
             "train_flops_per_image": flops_per_image, "train_flops": train_flops,
             "train_flop_per_s": None if train_flops is None else train_flops / train_time, "mfu": mfu,
             "sample_flops_per_image": sample_flops})

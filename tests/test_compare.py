@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from genbench.compare import main
-from genbench.report.runs import read_run, sweep_jobs
+from genbench.report.runs import group_variants, read_run, sweep_jobs
 from tests.report_fixtures import BATCH, STEPS, make_record, make_run
 
 
@@ -24,6 +24,14 @@ def compare(*args) -> None:
     main([*map(str, args), "--grid-samples", "0"])
 
 
+@pytest.fixture
+def no_plots(monkeypatch):
+    """For tests of the tables: the figures are tested in test_plots_are_written and test_report_plots.py."""
+    from genbench.report import plots
+
+    monkeypatch.setattr(plots, "plot_all", lambda *args, **kwargs: [])
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     """3 GAN seeds (FID 10, 12, 14), 2 VAE seeds (FID 20, 30), 2 diffusion seeds: a trilemma in miniature."""
@@ -31,7 +39,7 @@ def sweep(tmp_path_factory) -> Path:
     for i, (seed, fid, rec) in enumerate([(0, 10.0, 0.70), (1, 12.0, 0.72), (2, 14.0, 0.74)]):
         make_run(root, f"{i}-gan-{seed}", "gan", seed, make_record(
             fid, precision=0.8, recall=rec, img_per_s=1000.0, train_time=10.0 + seed, params=3000, flops_per_image=2e6,
-            sample_flops=1e8, mfu=0.02), overrides=["experiment=trilemma"], job_num=i, curve={4: 2 * fid})
+            sample_flops=1e8, mfu=0.02, memorised=0.01 * seed), overrides=["experiment=trilemma"], job_num=i, curve={4: 2 * fid})
     for i, (seed, fid, iwae) in enumerate([(0, 20.0, 3.0), (1, 30.0, 3.2)], start=3):
         make_run(root, f"{i}-vae-{seed}", "vae", seed, make_record(
             fid, precision=0.4, recall=0.30, img_per_s=900.0, params=2000, sample_flops=5e7,
@@ -71,9 +79,10 @@ def test_compute_columns(sweep: Path):
     assert float(table["gan"]["mfu_mean"]) == pytest.approx(0.02) and float(table["vae"]["mfu_mean"]) == pytest.approx(0.01)
     assert float(table["diffusion"]["sample_gflops_mean"]) == pytest.approx(4.0)
     assert float(table["gan"]["sample_gflops_mean"]) == pytest.approx(0.1)
+    assert float(table["gan"]["memorised_mean"]) == pytest.approx(0.01) and table["vae"]["memorised_n"] == "0"
     md = (sweep / "compare.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| label | runs |"))
-    for column in ("training PFLOPs", "MFU", "sampling GFLOPs/image", "sampler", "NFE"):
+    for column in ("training PFLOPs", "MFU", "sampling GFLOPs/image", "sampler", "NFE", "memorised ↓"):
         assert f" {column} " in header
     assert "| C | 2 | DPMSolverPP2M | 51.0 ± 1.4 |" in md
 
@@ -135,7 +144,7 @@ def test_fid_curves_against_time_and_flops(sweep: Path):
     assert run.curve_flops == [pytest.approx(2e6 * 4 * BATCH)]
 
 
-def test_old_format_1_run_reads_its_record_and_eval_fid_curve(tmp_path: Path):
+def test_old_format_1_run_reads_its_record_and_eval_fid_curve(tmp_path: Path, no_plots):
     """A run from before records: metrics.json is the record, eval/fid holds the during-training FIDs and the
     final one, and tb/ has no perf/train_time_s: its seconds are spread evenly over its steps."""
     run = make_run(tmp_path, "old", "gan", 0, make_record(10.0, train_time=16.0, fmt=1), curve={4: 30.0, 6: 20.0})
@@ -146,7 +155,9 @@ def test_old_format_1_run_reads_its_record_and_eval_fid_curve(tmp_path: Path):
     compare(run, "-o", tmp_path / "out")
     table = rows(tmp_path / "out" / "compare.csv")
     assert len(table) == 1 and float(table[0]["fid_mean"]) == 10.0
-    assert not (tmp_path / "out" / "fid_vs_train_flops.png").exists()  # no FLOPs anywhere: no plot
+    from genbench.report.plots import fid_vs_training
+
+    assert fid_vs_training(group_variants([r])[0], "flops") is None  # no FLOPs anywhere: no plot
 
 
 def test_flops_from_images_seen_when_the_trainer_did_not_log_them(tmp_path: Path):
@@ -158,7 +169,7 @@ def test_flops_from_images_seen_when_the_trainer_did_not_log_them(tmp_path: Path
     assert read_run(run).curve_flops == [pytest.approx(3000.0 * 4 * BATCH)]
 
 
-def test_runs_under_different_protocols_are_never_averaged(tmp_path: Path, capsys):
+def test_runs_under_different_protocols_are_never_averaged(tmp_path: Path, no_plots, capsys):
     """Two GAN seeds scored on 48 samples, one on 96: two rows, each named by its protocol, and the verdicts
     use the protocol most runs share."""
     for seed, pid, n in [(0, "p48", 48), (1, "p48", 48), (2, "p96", 96)]:
@@ -174,7 +185,7 @@ def test_runs_under_different_protocols_are_never_averaged(tmp_path: Path, capsy
     assert "| protocol | variants | num_samples |" in md and "| `p48` | A | 48 |" in md and "| `p96` | B | 96 |" in md
 
 
-def test_sampler_and_nfe_split_variants(tmp_path: Path):
+def test_sampler_and_nfe_split_variants(tmp_path: Path, no_plots):
     """A diffusion run re-scored as its headline with DDIM 5 is not averaged with the DPM-Solver++ 20 runs."""
     for seed, sampler, nfe in [(0, "DPMSolverPP2M", 20), (1, "DPMSolverPP2M", 20), (2, "DDIM", 5)]:
         make_run(tmp_path / "runs", f"d-{seed}", "diffusion", seed, make_record(50.0, sampler=sampler, nfe=nfe))
@@ -191,14 +202,14 @@ def test_headline_record_is_used_and_other_records_counted(tmp_path: Path):
     assert (r.headline, r.other_records, r.values["fid"], r.values["nfe"]) == ("headline", 1, 50.0, 20.0)
 
 
-def test_a_number_tensorboard_does_not_show_is_flagged(tmp_path: Path, capsys):
+def test_a_number_tensorboard_does_not_show_is_flagged(tmp_path: Path, no_plots, capsys):
     run = make_run(tmp_path, "r", "gan", 0, make_record(10.0))
     (run / "metrics.json").write_text((run / "metrics.json").read_text().replace('"fid": 10.0', '"fid": 11.0'))
     compare(run, "-o", tmp_path / "out")
     assert "tb/ shows eval/fid=10 but metrics.json has 11" in capsys.readouterr().err
 
 
-def test_failed_missing_and_unevaluated_runs_are_named_and_skipped(tmp_path: Path, capsys):
+def test_failed_missing_and_unevaluated_runs_are_named_and_skipped(tmp_path: Path, no_plots, capsys):
     root = tmp_path / "multirun" / "sweep"
     make_run(root, "0-gan", "gan", 0, make_record(10.0), job_num=0)
     make_run(root, "1-gan", "gan", 1, make_record(12.0), job_num=1)
@@ -245,7 +256,7 @@ def test_no_comparable_run_is_one_clear_error(tmp_path: Path, capsys):
     assert "training did not finish" in err and "no such folder" in err and "Traceback" not in err
 
 
-def test_variants_are_named_by_the_overrides_that_differ(tmp_path: Path, capsys):
+def test_variants_are_named_by_the_overrides_that_differ(tmp_path: Path, no_plots, capsys):
     for i, loss in enumerate(["hinge", "hinge", "wgan_gp", "hinge"]):
         make_run(tmp_path / "runs", f"{i}", "gan", i % 3, make_record(10.0 + i),
                  overrides=[f"model.loss={loss}", f"threads={i}"])

@@ -119,8 +119,6 @@ def summary_scatter(variants: list[Variant], x: str, y: str) -> Figure:
 def samples(variants: list[Variant], n: int, seed: int, device: torch.device) -> Figure:
     """One panel per variant: n samples of its lowest-seed run (EMA weights, its own sampler), each family
     drawing its own noise from the same seeded torch.Generator."""
-    from torchvision.utils import make_grid
-
     from genbench.checkpoint import load_model
 
     cols = min(len(variants), 6)
@@ -134,6 +132,8 @@ def samples(variants: list[Variant], n: int, seed: int, device: torch.device) ->
         if not (run.path / "checkpoints" / "last.pt").is_file():
             ax.text(0.5, 0.5, "no checkpoint", ha="center", va="center", fontsize=8, transform=ax.transAxes)
             continue
+        from torchvision.utils import make_grid
+
         try:
             model, _ = load_model(run.path, device=device)
             with torch.no_grad():

@@ -32,7 +32,7 @@ from genbench.report.stats import Stat, stat
 # The columns, in table order: key -> compare.md header. ↓ / ↑: lower / higher is better.
 COLUMNS = {
     "fid": "FID ↓", "is_mean": "IS ↑", "kid_mean": "KID ↓", "precision": "precision ↑", "recall": "recall ↑",
-    "nll_bpd": "NLL bits/dim ↓", "nfe": "NFE", "sample_gflops": "sampling GFLOPs/image",
+    "memorised": "memorised ↓", "nll_bpd": "NLL bits/dim ↓", "nfe": "NFE", "sample_gflops": "sampling GFLOPs/image",
     "sampling_img_per_s": "sampling img/s ↑", "train_time_s": "training s", "images_seen": "images seen",
     "train_pflops": "training PFLOPs", "mfu": "MFU", "params": "parameters",
 }
@@ -194,7 +194,7 @@ def read_run(path: Path) -> Run:
     sampling = record.get("sampling") or {}
     values = {k: _number(record["metrics"].get(k)) for k in ("fid", "is_mean", "kid_mean", "precision", "recall")}
     values.update(
-        nll_bpd=nll, nfe=_number(record.get("nfe", sampling.get("nfe"))),
+        memorised=_number((record.get("memorisation") or {}).get("fraction_closer")), nll_bpd=nll, nfe=_number(record.get("nfe", sampling.get("nfe"))),
         sample_gflops=_number(compute.get("sample_flops_per_image"), 1e9),
         sampling_img_per_s=_number(record.get("sampling_img_per_s")),
         train_time_s=_number(training.get("train_time_s")), images_seen=_number(training.get("images_seen")),

@@ -69,7 +69,9 @@ def markdown(variants: list[Variant], verdicts: list[str], main: str, problems: 
           for v in variants), "",
         "Each cell: mean ± sample standard deviation (ddof=1) over the variant's seeds, from each run's headline "
         f"record in {METRICS_FILE}. NLL: the tightest bits/dim bound each family reports on held-out images "
-        f"({', '.join(bounds) or 'none'}); — where a family has none (GANs) or a record lacks a number. Sampler and "
+        f"({', '.join(bounds) or 'none'}); — where a family has none (GANs) or a record lacks a number. Memorised: the "
+        "fraction of samples nearer their nearest training image than almost every held-out test image is "
+        "(genbench.memorisation states the quantile; samples as new as test images score about that quantile). Sampler and "
         "NFE: what made the scored samples (network evaluations per image). Sampling GFLOPs/image: FLOPs of "
         "generating one image at that NFE; sampling img/s: measured while generating the scored samples. Training s: "
         "the Trainer's training time; training PFLOPs: FLOPs of every training step (all loss terms, forward and "
