@@ -92,7 +92,9 @@ def test_torch_fidelity_itself_would_have_run_the_cache_payload(tmp_path: Path):
 
 
 def inception_state() -> dict[str, torch.Tensor]:
-    """A state dict of the right keys and shapes for torch-fidelity's Inception-v3 (values: its initialisation)."""
+    """A state dict of the right keys and shapes for torch-fidelity's Inception-v3 (values: its initialisation),
+    in the official file's format: a plain dict of tensors without BatchNorm's num_batches_tracked (what
+    torch-fidelity's utils/util_convert_inception_weights.py writes)."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     class Unloaded(FeatureExtractorInceptionV3):
@@ -107,7 +109,7 @@ def inception_state() -> dict[str, torch.Tensor]:
         def load_state_dict(self, *args, **kwargs):  # keep the initialisation
             return None
 
-    return Unloaded().state_dict()
+    return {k: v for k, v in Unloaded().state_dict().items() if not k.endswith("num_batches_tracked")}
 
 
 @pytest.fixture(scope="module")

@@ -245,7 +245,8 @@ class SafeInceptionV3(FeatureExtractorInceptionV3):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         expected = self.state_dict()
-        missing = sorted(expected.keys() - state_dict.keys())
+        # BatchNorm fills in its step counter itself: the official file (converted from TensorFlow) has none
+        missing = sorted(k for k in expected.keys() - state_dict.keys() if not k.endswith(".num_batches_tracked"))
         unexpected = sorted(state_dict.keys() - expected.keys())
         wrong = sorted(k for k in expected.keys() & state_dict.keys() if expected[k].shape != state_dict[k].shape)
         if missing or unexpected or wrong:
