@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 from io import StringIO
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 from hydra.errors import InstantiationException
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 import genbench
 from genbench import cli
+from genbench.runtime import parse_duration
 from genbench.validate import ConfigError, check_config, one_line_errors
 from tests.conftest import tiny_overrides
 
@@ -212,6 +214,17 @@ def test_type_check_reads_signatures(compose_cfg):
         cfg.model.network = {"_target_": "genbench.networks.unet.UNet", "_partial_": True, "base_channels": "wide"}
     with pytest.raises(ConfigError, match=r"model.network.base_channels='wide' must be int"):
         check_config(cfg)
+
+
+def annotated_duration(max_time: Annotated[str | float | None, parse_duration] = None) -> None:
+    """A constructor whose parameter carries its own parser in Annotated metadata."""
+
+
+def test_annotated_validators_run_before_the_run(compose_cfg):
+    cfg = OmegaConf.create({"trainer": {"_target_": f"{__name__}.annotated_duration", "max_time": "banana"}})
+    with pytest.raises(ConfigError, match=r"^trainer.max_time='banana' is not a duration"):
+        check_config(cfg)
+    check_config(OmegaConf.create({"trainer": {"_target_": f"{__name__}.annotated_duration", "max_time": "10m"}}))
 
 
 def test_one_line_errors_names_the_key_of_a_failed_instantiate(capsys):

@@ -77,6 +77,16 @@ def run_verb(verb: str, rest: list[str]) -> int:
     # spinning thread competing with other processes made a training step 9x slower in our measurement
     # (scripts/bench_threads.py). Set before torch loads; an explicit OMP_WAIT_POLICY wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if verb == "train":  # under torchrun: join the process group, agree on one run folder (genbench.distributed)
+        from genbench import distributed
+
+        ctx = distributed.from_env()
+        if ctx.enabled:
+            distributed.init(ctx)
+            try:
+                rest = distributed.shared_run_dir(ctx, rest)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
     module = importlib.import_module(VERBS[verb][0])
     argv0, sys.argv = sys.argv, [f"genbench {verb}", *rest]
     try:
@@ -218,6 +228,8 @@ def check_command(verb: str, rest: list[str]) -> None:
     if args.config_dir or args.config_path or args.config_name or args.hydra_help or args.info or args.shell_completion:
         return
     only_show = args.cfg is not None
+    if only_show and args.multirun:  # Hydra refuses the pair with a traceback
+        raise UsageError("--cfg shows one job's config: drop -m (and the comma lists) to see it")
     try:
         sets = _override_sets(args.overrides, args.multirun, {})
         first = _compose(verb, sets[0])

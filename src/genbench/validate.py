@@ -149,7 +149,9 @@ def _type_error(key: str, value: Any, kind: Any) -> ConfigError:
 
 
 def _validators(kind: Any) -> list[Any]:
-    """Callables in `Annotated[T, f, ...]`: f(value) raises ValueError on a bad value (e.g. a duration parser)."""
+    """Callables in `Annotated[T, f, ...]`: f(value) (or f(value, key=...)) raises ValueError on a bad value,
+    e.g. `max_time: Annotated[str | float | None, runtime.parse_duration]` makes trainer.max_time=banana
+    fail before the run."""
     return [m for m in get_args(kind)[1:] if callable(m)] if get_origin(kind) is Annotated else []
 
 
@@ -190,7 +192,8 @@ def check_target(key: str, node: DictConfig) -> None:
             raise _type_error(full, value, kind)
         for validate in _validators(kind):
             try:
-                validate(value)
+                takes_key = "key" in _hints(validate)[0]
+                validate(value, key=full) if takes_key else validate(value)
             except ValueError as e:
                 raise ConfigError(str(e).splitlines()[0]) from e
 

@@ -1,0 +1,123 @@
+"""The README shows what the program does today.
+
+- every `$ genbench ...` transcript in a ```console block is run in-process and must print exactly the
+  lines shown (training commands shrunk to synthetic data and one step, which does not change an error);
+- every `genbench ...` command in a ```bash block must compose and pass the CLI's checks (`--cfg job`,
+  or the sweep check for `-m`), with placeholders such as <date> left out;
+- every `make X` target exists, and the config table lists exactly the options in conf/.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+import genbench
+from genbench import cli
+from tests.conftest import write_mnist_like
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, flags=re.S | re.M)
+
+
+def transcripts() -> list[tuple[str, list[str]]]:
+    """(command, expected output lines) for each `$ genbench ...` line of the ```console blocks."""
+    found = []
+    for lang, body in BLOCKS:
+        if lang != "console":
+            continue
+        for chunk in re.split(r"^\$ ", body, flags=re.M)[1:]:
+            command, *output = chunk.rstrip("\n").split("\n")
+            if command.startswith("genbench"):
+                found.append((command, output))
+    return found
+
+
+def commands() -> list[str]:
+    """The `genbench ...` commands of the ```bash blocks, comments and environment assignments removed."""
+    found = []
+    for lang, body in BLOCKS:
+        if lang != "bash":
+            continue
+        for line in body.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                words = words[1:]
+            if words[:1] == ["genbench"]:
+                found.append(shlex.join(words))
+    return found
+
+
+def test_the_readme_has_examples_to_check():
+    assert len(transcripts()) >= 8 and len(commands()) >= 6
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory) -> Path:
+    return write_mnist_like(tmp_path_factory.mktemp("readme") / "data", "MNIST")
+
+
+def shrink(args: list[str], data: Path, run_dir: Path) -> list[str]:
+    """Settings that make a `train` command cheap, for the keys the command does not set itself."""
+    extra = {"data": "mnist", "data.root": str(data), "trainer.device": "cpu", "trainer.max_steps": "1",
+             "trainer.max_time": "null", "trainer.progress": "false", "hydra.run.dir": str(run_dir)}
+    typed = {a.lstrip("+~").split("=")[0] for a in args}
+    if any(k.startswith("data") for k in typed):
+        extra.pop("data"), extra.pop("data.root")
+    return [*args, *(f"{k}={v}" for k, v in extra.items() if k not in typed), "~eval"]
+
+
+@pytest.mark.parametrize("command, expected", transcripts(), ids=[c for c, _ in transcripts()])
+def test_transcript_prints_what_the_readme_shows(command, expected, capsys, synthetic_data, tmp_path):
+    args = shlex.split(command)[1:]
+    if args[:1] == ["train"]:
+        args = shrink(args, synthetic_data, tmp_path / "run")
+    cli.main(args)
+    out, err = capsys.readouterr()
+    log_line = re.compile(r"^\[[^]]+\]\[[\w.]+\]\[\w+\] - ")  # Hydra's console log format
+    printed = [line for line in (out + err).splitlines() if line.strip() and not log_line.match(line)]
+    assert printed == expected
+
+
+@pytest.mark.parametrize("command", commands())
+def test_command_composes_and_passes_the_checks(command, capsys):
+    args = [a for a in shlex.split(command)[1:] if "<" not in a and a != "..."]
+    verb = args[0] if args else ""
+    if verb == "compare":
+        assert cli.main(["compare", "--help"]) == 0
+        usage = capsys.readouterr().out
+        assert all(flag in usage for flag in args if flag.startswith("-")), command
+    elif verb in cli.HYDRA_VERBS and "-m" in args:
+        cli.check_command(verb, args[1:])  # what `genbench` checks before a sweep starts
+    elif verb in cli.HYDRA_VERBS:
+        assert cli.main([*args, "--cfg", "job"]) == 0, capsys.readouterr().err
+    else:
+        assert cli.main(args) == 0, command  # --version, --completion bash, --help
+
+
+def test_make_targets_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    targets = {m for _, body in BLOCKS for m in re.findall(r"^make (\w[\w-]*)", body, flags=re.M)}
+    assert targets and all(re.search(rf"^{t}:", makefile, flags=re.M) for t in targets), targets
+    # `make tb` serves localhost unless HOST= says otherwise, as the README says
+    assert re.search(r"^HOST\s*\?=\s*localhost", makefile, flags=re.M) and "--host $(HOST)" in makefile
+    assert "--bind_all" not in makefile
+
+
+def test_config_table_lists_every_option():
+    conf = Path(genbench.CONF_DIR)
+    rows = re.findall(r"^\| `(\w+)/` \| (.*?) \|", README, flags=re.M)
+    assert {"model", "data", "optim", "trainer", "eval", "experiment", "schedule", "sampler"} <= {g for g, _ in rows}
+    for group, cell in rows:
+        if group == "hydra":
+            continue
+        listed = set(re.findall(r"`(\w+)`", cell))
+        assert listed == {p.stem for p in (conf / group).glob("*.yaml")}, group
+
+
+def test_version_in_readme_is_the_package_version():
+    assert f"genbench {genbench.__version__}" in README
