@@ -119,10 +119,18 @@ def inception_weights(tmp_path_factory) -> Path:
     return path
 
 
-def test_inception_weights_load_safely_and_name_the_extractor(inception_weights: Path):
+def test_inception_weights_load_safely_and_give_torch_fidelitys_features(inception_weights: Path):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
     m = FidelityMetrics("inception-v3", inception_weights=str(inception_weights), cache_dir=None)
     assert m.extractor.name.startswith("inception-v3-") and type(m.network).__name__ == "SafeInceptionV3"
     assert m.layers == {"fid": "2048", "kid": "2048", "prc": "2048", "isc": "logits_unbiased"}
+    x = images(1, 0, channels=3)
+    plain = FeatureExtractorInceptionV3("plain", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(inception_weights))
+    with torch.no_grad():
+        theirs = plain.eval()(x)
+    ours = m.featuresdict(x)
+    assert torch.equal(ours["2048"], theirs[0]) and torch.equal(ours["logits_unbiased"], theirs[1])
 
 
 def test_crafted_inception_weights_are_refused_and_never_run(tmp_path: Path, monkeypatch):
