@@ -83,8 +83,9 @@ def train_genbench(run_dir: Path, budget: float | None, seed: int, overrides: li
 def score(images: torch.Tensor, data: ImageData, protocol: Protocol, name: str | None = None, out: Path | None = None) -> dict:
     """The protocol's metrics and memorisation of uint8 samples, flat, with the protocol's id; with `name`
     and `out`, a 64-sample grid (out/name.png) and the memorisation panel (out/name_memorisation.png)."""
-    scored = protocol.score(images, data)
-    memorisation, panel = protocol.memorise(images, data)
+    features = protocol.features(images, data)  # extracted once for both
+    scored = protocol.score(images, data, features=features)
+    memorisation, panel = protocol.memorise(images, data, features=features)
     if name and out:
         save_grid(images, out / f"{name}.png")
         if panel is not None:

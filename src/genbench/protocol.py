@@ -240,13 +240,21 @@ class Protocol:
         return {**settings, "id": pid}
 
     # ---- scoring ---------------------------------------------------------------------------------
-    def score(self, generated: torch.Tensor, data: ImageData, device: torch.device | str = "cpu") -> dict:
+    def features(self, generated: torch.Tensor, data: ImageData, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """The samples' features at every layer the metrics read: extracted once for `score` and `memorise`."""
+        metrics, _ = self.prepare(data, device)
+        return metrics.featuresdict(generated)
+
+    def score(self, generated: torch.Tensor, data: ImageData, device: torch.device | str = "cpu",
+              features: dict[str, torch.Tensor] | None = None) -> dict:
         """The protocol's metrics of uint8 samples (N, C, H, W), with what they were scored under: the one
-        scoring path of `genbench eval` and of every benchmark script."""
+        scoring path of `genbench eval` and of every benchmark script. `features`: from `self.features`."""
         metrics, reference = self.prepare(data, device)
+        metrics.check(generated, reference)
         log.info("scoring %d samples against %d %s images of %s (%s)", len(generated), len(reference),
                  self.reference_split, data.name, metrics.extractor.name)
-        results = metrics.compute(generated, reference, f"{data.name}-{self.reference_split}")
+        generated_features = features if features is not None else metrics.featuresdict(generated)
+        results = metrics.score(generated_features, metrics.featuresdict(reference, f"{data.name}-{self.reference_split}"))
         return {
             "metrics": results,
             "protocol": self.describe(data, metrics.extractor.name, len(generated), len(reference)),
@@ -258,9 +266,10 @@ class Protocol:
             "reference_dataset": data.name,
         }
 
-    def memorise(self, generated: torch.Tensor, data: ImageData, device: torch.device | str = "cpu") -> tuple[dict | None, torch.Tensor | None]:
+    def memorise(self, generated: torch.Tensor, data: ImageData, device: torch.device | str = "cpu",
+                 features: dict[str, torch.Tensor] | None = None) -> tuple[dict | None, torch.Tensor | None]:
         """(the memorisation record, a panel of the closest samples beside their nearest training images), or
-        (None, None) when eval.memorisation.enabled is false."""
+        (None, None) when eval.memorisation.enabled is false. Distances are in the feature space FID uses."""
         s = self.memorisation
         if not s.enabled:
             return None, None
@@ -270,7 +279,8 @@ class Protocol:
         log.info("memorisation: nearest of %d training images for %d samples%s", len(train), len(generated),
                  f" and {len(test)} test images" if test is not None else " (no test split to calibrate against)")
         f_train = metrics.features(train, f"{data.name}-train")
-        gen_d, gen_i = memo.nearest_neighbours(metrics.features(generated), f_train)
+        f_gen = features[metrics.layers["fid"]] if features is not None else metrics.features(generated)
+        gen_d, gen_i = memo.nearest_neighbours(f_gen, f_train)
         test_d = memo.nearest_neighbours(metrics.features(test, f"{data.name}-test"), f_train)[0] if test is not None else None
         record = {**memo.summarise(gen_d, test_d, s.quantile), "num_train": len(train), "features": metrics.extractor.name}
         grid = memo.panel(generated, train, gen_d, gen_i, s.panel) if s.panel else None
@@ -338,6 +348,8 @@ class Protocol:
         current, records = load_records(run_dir)
         if key in records:
             log.info("%s already holds the evaluation %s; not redone (delete that record to recompute)", run_dir, key)
+            if (self.headline if headline is None else headline) and current != key:
+                add_record(run_dir, records[key], headline=True)
             return records[key]
         t0 = time.perf_counter()
         img_per_s = info.get("img_per_s") if samples_dir else None
@@ -346,8 +358,9 @@ class Protocol:
             generated, img_per_s = generate(model, num, self.batch_size, self.seed)
         t1 = time.perf_counter()
         # 4. sample-quality metrics, 5. memorisation
-        scored = self.score(generated, data, device)
-        memorisation, memo_grid = self.memorise(generated, data, device)
+        features = self.features(generated, data, device)
+        scored = self.score(generated, data, device, features)
+        memorisation, memo_grid = self.memorise(generated, data, device, features)
         t2 = time.perf_counter()
         # 6. likelihoods, on held-out images when there are some
         like_split: Split = "test" if data.test is not None else "train"
@@ -409,8 +422,9 @@ class Protocol:
             raise ValueError(f"samples_dir={samples}: the images are {tuple(generated.shape[1:])} but {data.name} loads as "
                              f"{tuple(data.image_shape)}; set data.image_size (and data.channels) to the samples' size")
         out = Path(os.path.expanduser(str(out))) if out else _samples_folder(Path(os.path.expanduser(str(samples))))
-        scored = self.score(generated, data, device)
-        memorisation, memo_grid = self.memorise(generated, data, device)
+        features = self.features(generated, data, device)
+        scored = self.score(generated, data, device, features)
+        memorisation, memo_grid = self.memorise(generated, data, device, features)
         record = {
             "source": "external", "samples_dir": name, "step": None, "ema": None, "seed": None, "sampler": None,
             "nfe": None, "checkpoint_step": None, **scored, "memorisation": memorisation,
@@ -473,6 +487,7 @@ def compute_record(state: dict, model: GenerativeModel, machine: dict, precision
     key = json.dumps([state["config"].get("model"), state.get("image_shape"), model.sampling_info()], sort_keys=True, default=str)
     if key not in _SAMPLE_FLOPS:
         try:
+            log.info("counting the FLOPs of sampling (torch.utils.flop_counter, once per model and sampler)")
             _SAMPLE_FLOPS[key] = sample_flops_per_image(model)
         except Exception as e:  # a family the FLOP counter cannot trace: say so, keep the evaluation
             log.warning("sample FLOPs not counted: %s", e)
