@@ -28,14 +28,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--out", type=Path, help="output folder; default: the folder given, if one, else ./compare")
     parser.add_argument("--grid-samples", type=int, default=16, help="samples per variant in samples.png (0: no grid)")
     parser.add_argument("--grid-seed", type=int, default=0, help="seed of the fixed noise of samples.png")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where samples.png is drawn")
+    parser.add_argument("--device", default="cpu", help="where samples.png is drawn: cpu, cuda, cuda:1, auto")
     args = parser.parse_args(argv)
     if args.grid_samples < 0:
         parser.error(f"--grid-samples={args.grid_samples} must be 0 or more")
     try:
         device = resolve_device(args.device)
-    except ValueError:
-        parser.error(f"--device={args.device} but no CUDA device is visible here; use --device cpu")
+    except (ValueError, RuntimeError) as e:
+        why = "no CUDA device is visible here" if args.device.startswith("cuda") else str(e).splitlines()[0]
+        parser.error(f"--device={args.device}: {why}; use --device cpu or auto")
     out = args.out or (Path(args.paths[0]) if len(args.paths) == 1 and Path(args.paths[0]).is_dir() else Path("compare"))
     command = "genbench compare " + " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -58,10 +59,15 @@ def main(argv: list[str] | None = None) -> None:
     judged = verdicts.verdicts([v for v in variants if v.protocol["id"] == main_protocol],
                                runs.failures_by_family(failed))
     # 6. files
-    out.mkdir(parents=True, exist_ok=True)
-    writers.write_csvs(variants, out)
-    written = plots.plot_all(variants, out, args.grid_samples, args.grid_seed, device)
-    (out / "compare.md").write_text(writers.markdown(variants, judged, main_protocol, problems, command, written))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        writers.write_csvs(variants, out)
+        written = plots.plot_all(variants, out, args.grid_samples, args.grid_seed, device)
+        writers.write_text(out / "compare.md", writers.markdown(variants, judged, main_protocol, problems, command, written))
+    except OSError as e:  # an unwritable or full output folder
+        print(f"genbench compare: error: cannot write into {out}: {str(e).splitlines()[0]}; pick another with -o",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     for p in problems:
         print(f"genbench compare: warning: {p}", file=sys.stderr)
     print(f"wrote {out / 'compare.md'}, compare.csv, compare_runs.csv and {len(written)} plots: {len(found)} runs, "

@@ -8,6 +8,7 @@ Each builder returns a matplotlib Figure (no pyplot state), which tests can draw
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from pathlib import Path
@@ -150,7 +151,12 @@ def samples(variants: list[Variant], n: int, seed: int, device: torch.device) ->
 
 
 def save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    """The PNG, with everything drawn inside the figure or around it (the key), written atomically."""
+    from genbench.checkpoint import atomic_write
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def plot_all(variants: list[Variant], out: Path, grid_samples: int, grid_seed: int, device: torch.device) -> list[str]:

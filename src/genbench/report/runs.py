@@ -249,7 +249,10 @@ def failures_by_family(failed: list[Path]) -> dict[str, int]:
     """Runs that could not be compared, per family (from their .hydra/config.yaml)."""
     counts: dict[str, int] = {}
     for path in failed:
-        family = family_of(yaml.safe_load((path / ".hydra" / "config.yaml").read_text())["model"]["_target_"])
+        try:
+            family = family_of(yaml.safe_load((path / ".hydra" / "config.yaml").read_text())["model"]["_target_"])
+        except Exception:  # a config that cannot be read names no family; the run is already reported
+            continue
         counts[family] = counts.get(family, 0) + 1
     return counts
 

@@ -4,30 +4,40 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 import math
 from pathlib import Path
 
+from genbench.checkpoint import atomic_write
 from genbench.report.plots import PLOTS
 from genbench.report.runs import COLUMNS, METRICS_FILE, Run, Variant, flat, protocol_differences
 from genbench.report.stats import pm
 from genbench.report.verdicts import RULES
 
 
+def write_text(path: Path, text: str) -> None:
+    """Atomically: a compare killed mid-write leaves the previous file, never half of one."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    buffer = io.StringIO(newline="")
+    w = csv.writer(buffer)
+    w.writerow(header)
+    w.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
 def write_csvs(variants: list[Variant], out: Path) -> None:
-    with open(out / "compare.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["label", "variant", "family", "protocol", "sampler", "runs", "seeds",
-                    *(f"{k}_{s}" for k in COLUMNS for s in ("mean", "std", "n"))])
-        for v in variants:
-            w.writerow([v.label, v.name, v.family, v.protocol["id"], v.sampler, len(v.runs), " ".join(map(str, v.seeds)),
-                        *(x for k in COLUMNS for x in (v.stats[k].mean, v.stats[k].std, v.stats[k].n))])
-    with open(out / "compare_runs.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["label", "variant", "family", "seed", "protocol", "record", "sampler", "run_dir", "nll_bound", *COLUMNS])
-        for v in variants:
-            for r in v.runs:
-                w.writerow([v.label, v.name, r.family, r.seed, r.protocol["id"], r.headline, r.sampler, str(r.path),
-                            r.nll_bound or "", *(r.values[k] for k in COLUMNS)])
+    write_csv(out / "compare.csv",
+              ["label", "variant", "family", "protocol", "sampler", "runs", "seeds",
+               *(f"{k}_{s}" for k in COLUMNS for s in ("mean", "std", "n"))],
+              [[v.label, v.name, v.family, v.protocol["id"], v.sampler, len(v.runs), " ".join(map(str, v.seeds)),
+                *(x for k in COLUMNS for x in (v.stats[k].mean, v.stats[k].std, v.stats[k].n))] for v in variants])
+    write_csv(out / "compare_runs.csv",
+              ["label", "variant", "family", "seed", "protocol", "record", "sampler", "run_dir", "nll_bound", *COLUMNS],
+              [[v.label, v.name, r.family, r.seed, r.protocol["id"], r.headline, r.sampler, str(r.path), r.nll_bound or "",
+                *(r.values[k] for k in COLUMNS)] for v in variants for r in v.runs])
 
 
 def fmt(x: float) -> str:
