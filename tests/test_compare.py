@@ -273,3 +273,27 @@ def test_family_comes_from_the_model_target(tmp_path: Path):
     from genbench.report.runs import family_of
 
     assert family_of("genbench.models.gan.GAN") == "gan" and family_of("mypkg.models.flow.Flow") == "flow"
+
+
+def test_a_record_older_than_the_training_is_flagged(tmp_path: Path):
+    """tb/ logged training past the step metrics.json scored: the record is stale."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from genbench.report.runs import suspect
+
+    run = make_run(tmp_path, "r", "gan", 0, make_record(10.0))
+    assert suspect(read_run(run)) == []
+    with SummaryWriter(str(run / "tb")) as w:  # training resumed and went on to step 12
+        w.add_scalar("train/loss", 0.1, 12)
+    assert suspect(read_run(run)) == [f"{run}: metrics.json scores step {STEPS} but tb/ logged training up to step 12; "
+                                      f"re-score it with `genbench eval run_dir={run}`"]
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path: Path, capsys):
+    run = make_run(tmp_path, "r", "gan", 0, make_record(10.0))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        compare(run, "-o", tmp_path / "file" / "out")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"genbench compare: error: cannot write into {tmp_path / 'file' / 'out'}")
+    assert len(err.strip().splitlines()) == 1

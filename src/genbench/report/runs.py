@@ -191,10 +191,11 @@ def read_run(path: Path) -> Run:
     record = records[headline]
     training, compute = record.get("training") or {}, record.get("compute") or {}
     nll_bound, nll = tightest_bound(record.get("bits_per_dim") or {})
-    sampling = record.get("sampling") or {}
+    sampling = record.get("sampling") or {}  # sampler and NFE sit at the top of a record, and here in older ones
+    sampler, nfe = (record.get(k) if record.get(k) is not None else sampling.get(k) for k in ("sampler", "nfe"))
     values = {k: _number(record["metrics"].get(k)) for k in ("fid", "is_mean", "kid_mean", "precision", "recall")}
     values.update(
-        memorised=_number((record.get("memorisation") or {}).get("fraction_closer")), nll_bpd=nll, nfe=_number(record.get("nfe", sampling.get("nfe"))),
+        memorised=_number((record.get("memorisation") or {}).get("fraction_closer")), nll_bpd=nll, nfe=_number(nfe),
         sample_gflops=_number(compute.get("sample_flops_per_image"), 1e9),
         sampling_img_per_s=_number(record.get("sampling_img_per_s")),
         train_time_s=_number(training.get("train_time_s")), images_seen=_number(training.get("images_seen")),
@@ -207,7 +208,7 @@ def read_run(path: Path) -> Run:
                                          compute.get("train_flops_per_image"), cfg.get("trainer", {}).get("batch_size"))
     return Run(path, choices.get("model") or overrides.get("model") or target.rsplit(".", 1)[-1].lower(),
                family_of(target), int(cfg.get("seed", 0)), overrides, headline, record, len(records) - 1,
-               protocol_of(record), str(record.get("sampler") or sampling.get("sampler") or "—"), values, nll_bound,
+               protocol_of(record), str(sampler or "—"), values, nll_bound,
                scalars, curve, curve_s, curve_flops, job_num(path))
 
 
