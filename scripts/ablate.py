@@ -28,10 +28,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, required=True, help="optimizer steps of the run")
     parser.add_argument("--name", required=True, help="label of this arm in the JSON and the grid's file name")
     add_common_args(parser, "outputs/ablate", num_samples=2000)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of `genbench train` (default: the default model)")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides of `genbench train` (default: the default model); eval.* ones change the protocol")
     args = parser.parse_args()
     setup(args.threads, args.out)
-    protocol = bench_protocol(args.num_samples)  # conf/eval: the reference protocol, at --num-samples
+    protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol, at --num-samples
     model, run = train_genbench(args.out / args.name, budget=None, seed=args.seed,
                                 overrides=[*args.overrides, "trainer.max_time=null", f"trainer.max_steps={args.steps}"])
     images, img_per_s = generate(model, protocol.num_samples, protocol.batch_size, args.seed + 1)

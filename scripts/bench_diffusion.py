@@ -126,10 +126,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None,
                         help="rerun a subset of: genbench " + " ".join(RECIPES) + "; the other rows of --out's report "
                              "stay (budget, sample count and seed must match)")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run; eval.* ones change the protocol")
     args = parser.parse_args()
     setup(args.threads, args.out)
-    protocol = bench_protocol(args.num_samples)  # conf/eval: the reference protocol
+    protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol
     data = load_data(args.overrides)
     n, batch = protocol.num_samples, protocol.batch_size
     pid = protocol.describe(data, protocol.prepare(data)[0].extractor.name, n, len(protocol.reference(data)))["id"]

@@ -100,10 +100,10 @@ def main() -> None:
                         help="test images scored in bits/dim for genbench's VAE (default 10000, the whole split)")
     add_common_args(parser, "outputs/bench_vae")
     parser.add_argument("--run-dir", type=Path, default=None, help="genbench's run folder (default: a temporary one)")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run (default: none)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run; eval.* ones change the protocol")
     args = parser.parse_args()
     setup(args.threads, args.out)
-    protocol = bench_protocol(args.num_samples)  # conf/eval: the reference protocol
+    protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol
     data = load_data(args.overrides)
 
     # 1. genbench's default VAE: EMA weights, decoder means at z ~ N(0, I); its test-split likelihood

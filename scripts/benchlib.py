@@ -51,11 +51,15 @@ def compose_config(verb: str, overrides: list[str]):
         return compose(verb, overrides=list(overrides))
 
 
+def is_eval_override(override: str) -> bool:
+    return override.lstrip("~+").startswith(("eval.", "eval="))
+
+
 def protocol(num_samples: int | None = None, overrides: list[str] = ()) -> Protocol:
-    """The evaluation protocol of conf/eval (the reference one unless overridden), with eval.num_samples =
-    num_samples when given."""
+    """The evaluation protocol of conf/eval (the reference one unless the eval.* among `overrides` change it),
+    with eval.num_samples = num_samples when given."""
     extra = [f"eval.num_samples={num_samples}"] if num_samples else []
-    return instantiate(compose_config("eval", [*extra, *overrides]).eval, _convert_="all")
+    return instantiate(compose_config("eval", [*extra, *filter(is_eval_override, overrides)]).eval, _convert_="all")
 
 
 def load_data(overrides: list[str] = ()) -> ImageData:
@@ -71,6 +75,7 @@ def train_genbench(run_dir: Path, budget: float | None, seed: int, overrides: li
     from genbench.train import train
 
     budget_override = [] if budget is None else [f"trainer.max_time={budget}"]
+    overrides = [o for o in overrides if not is_eval_override(o)]  # the protocol's: `protocol(...)`
     cfg = compose_config("train", [f"seed={seed}", *budget_override, "trainer.device=cpu", "trainer.progress=false",
                                    "~eval", *overrides])
     train(cfg, str(run_dir))

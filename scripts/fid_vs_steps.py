@@ -35,10 +35,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
     add_common_args(parser, "<run_dir>/fid_vs_steps", num_samples=1000)
+    parser.add_argument("overrides", nargs="*", help="eval.* overrides of the protocol (default: conf/eval's)")
     args = parser.parse_args()
     out = args.run_dir / "fid_vs_steps" if str(args.out) == "<run_dir>/fid_vs_steps" else args.out
     setup(args.threads, out)
-    protocol = bench_protocol(args.num_samples)  # conf/eval: the reference protocol, at --num-samples
+    protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol, at --num-samples
     data = instantiate(load_checkpoint(args.run_dir)["config"]["data"], _convert_="all")  # the run's own data
     cells = []
     for name in args.samplers:
