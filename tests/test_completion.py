@@ -32,6 +32,11 @@ def test_options_of_a_group_and_keys_of_a_node():
     assert "trainer.max_steps=" in ask("genbench train model=gan trainer.max")
 
 
+def test_groups_placed_in_a_node():
+    assert "schedule@model.schedule=" in ask("genbench train sch")
+    assert ask("genbench train schedule@model.schedule=c") == ["schedule@model.schedule=cosine"]
+
+
 def test_each_verb_completes_its_own_config():
     assert "num_samples=" in ask("genbench sample num")
     assert not [c for c in ask("genbench sample ") if c.startswith(("model", "optim", "trainer"))]

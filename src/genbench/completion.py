@@ -9,6 +9,7 @@ being typed (train.yaml, sample.yaml or eval.yaml), so `genbench train mod<TAB>`
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 HYDRA_FLAGS = ["--cfg", "--help", "--hydra-help", "--info", "--multirun", "--resolve", "-m"]
 
@@ -47,7 +48,17 @@ def _hydra_candidates(verb: str, rest: str) -> list[str]:
     # Hydra offers every group in conf/; keep those this verb's config uses (sample has no model= or optim=)
     cfg = loader.load_configuration(config_name=verb, overrides=[], run_mode=RunMode.RUN)
     known = {*cfg.hydra.runtime.choices, *cfg}
-    return [c for c in candidates if c.lstrip("+~").split("=")[0].split(".")[0].split("/")[0] in known]
+    candidates = [c for c in candidates if c.lstrip("+~").split("=")[0].split(".")[0].split("/")[0] in known]
+    # groups placed inside another node (schedule@model.schedule), which Hydra's completion does not offer
+    current = rest.split(" ")[-1]
+    for key in cfg.hydra.runtime.choices:
+        if "@" in key and not key.startswith("hydra"):
+            if "=" not in current:
+                candidates.append(f"{key}=")
+            elif current.split("=", 1)[0] == key:
+                folder = Path(CONF_DIR) / key.split("@")[0]
+                candidates += [f"{key}={p.stem}" for p in sorted(folder.glob("*.yaml"))]
+    return candidates
 
 
 def complete(line: str, verbs: list[str], config_verbs: set[str], wordbreaks: str | None = None) -> list[str]:
