@@ -202,6 +202,13 @@ def test_out_of_range_numbers_are_one_line_from_the_constructors(capsys, tmp_pat
     assert needle in (run_dir / "train.log").read_text()  # the run's log holds the error that stopped it
 
 
+def test_bad_duration_stops_before_the_data_is_read(capsys, tmp_path):
+    """trainer.max_time=banana: the Trainer is built first, so the data (absent here) is never read."""
+    line = error_line(capsys, "train", "trainer.max_time=banana", "data=mnist", f"data.root={tmp_path / 'nowhere'}",
+                      f"hydra.run.dir={tmp_path / 'run'}")
+    assert "trainer.max_time='banana' is not a duration; write e.g. 10m, 90s, 1h30m" in line
+
+
 @pytest.mark.parametrize("group", ["model", "experiment", "data", "optim", "trainer",
                                    *(pytest.param(g, marks=pytest.mark.slow) for g in ("eval", "schedule", "sampler"))])
 def test_every_shipped_option_passes_the_check(group):

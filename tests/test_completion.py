@@ -47,8 +47,9 @@ def test_bash_gets_the_text_after_its_word_break():
     assert ask("genbench train model=d", wordbreaks=" \t\n\"'><=;|&(:") == ["dcgan", "diffusion"]
 
 
-def test_compare_is_left_to_file_completion():
+def test_paths_are_left_to_file_completion():
     assert ask("genbench compare mul") == []
+    assert ask("genbench sample run_dir=") == [] and ask("genbench sample run_dir=outp") == []
 
 
 def test_cli_answers_the_shell_function(capsys):

@@ -81,6 +81,8 @@ def complete(line: str, verbs: list[str], config_verbs: set[str], wordbreaks: st
             candidates = _hydra_candidates(before[0], " ".join([*before[1:], current]))
         except BaseException:  # argparse exits on a half-typed flag; a broken config: nothing to offer
             return []
-    candidates = sorted(c for c in candidates if c.startswith(current))
+    candidates = sorted(set(c for c in candidates if c.startswith(current)))
+    if candidates == [current]:  # `run_dir=` with nothing to add: leave it to the shell's file completion
+        return []
     cut = max((current.rfind(c) for c in wordbreaks), default=-1) + 1
     return [c[cut:] for c in candidates]
