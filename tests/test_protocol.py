@@ -87,7 +87,8 @@ def test_the_data_names_its_extractor_and_the_reference_is_fixed(compose_cfg):
 def test_the_protocol_id_changes_with_what_the_numbers_depend_on():
     data = ImageData("toy", torch.zeros(4, 1, 2, 2, dtype=torch.uint8), None)
     base = Protocol().describe(data, "x", 10000, 10000)
-    assert base == Protocol(seed=3, batch_size=7, ema=False).describe(data, "x", 10000, 10000)  # in the record's key
+    assert base == Protocol(seed=3, batch_size=7, ema=False, memorisation={"enabled": False},  # in the record's key, or
+                            metrics={"metrics": ["fid"]}).describe(data, "x", 10000, 10000)  # no number changes
     others = [Protocol(metrics={"kid_subset_size": 500}).describe(data, "x", 10000, 10000),
               Protocol().describe(data, "y", 10000, 10000), Protocol().describe(data, "x", 5000, 10000),
               Protocol().describe(data, "x", 10000, 60000), Protocol(likelihood_images=10).describe(data, "x", 10000, 10000)]
@@ -115,12 +116,12 @@ def test_a_benchmark_script_and_genbench_eval_give_the_same_fid(tmp_path, capsys
     np.savez(tmp_path / "other_tool.npz", images=samples.numpy())
     assert cli.main(["eval", f"samples_dir={tmp_path / 'other_tool.npz'}", *overrides]) == 0
     assert "wrote" in capsys.readouterr().out
-    headline, records = load_records(tmp_path)
+    headline, records = load_records(tmp_path / "other_tool_eval")
     record = records[headline]
     assert record["source"] == "external" and record["samples_dir"].endswith("other_tool.npz")
     assert record["metrics"]["fid"] == row["fid"] and record["protocol"] == row["protocol"]
     assert record["memorisation"]["fraction_closer"] == row["memorisation"]["fraction_closer"] >= 0.25  # the copies
-    assert (tmp_path / "eval" / "memorisation.png").is_file() and record["compute"]["mfu"] is None
+    assert (tmp_path / "other_tool_eval" / "eval" / "memorisation.png").is_file() and record["compute"]["mfu"] is None
     # a benchmark report names its protocol
     report = {"results": {"a": row}}
     benchlib.write_report(report, tmp_path / "report.json")
@@ -135,3 +136,19 @@ def test_eval_without_a_run_needs_data_and_samples(tmp_path, capsys):
         code = cli.main(["eval", *args])
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and "\n" not in err
+
+
+def test_a_folder_of_pngs_is_scored_without_writing_into_it(tmp_path, capsys):
+    from PIL import Image
+
+    root = write_mnist_like(tmp_path / "data", "MNIST", n_train=128, n_test=48)
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(np.random.default_rng(1).integers(0, 256, (40, 16, 16), dtype=np.uint8)):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    args = ["eval", f"samples_dir={folder}", "data=mnist", f"data.root={root}", "data.image_size=16", *SMALL,
+            f"eval.cache_dir={tmp_path / 'cache'}"]
+    assert cli.main(args) == 0 and cli.main(args) == 0  # twice: the first one's panels are not read as samples
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i:03d}.png" for i in range(40)]
+    headline, records = load_records(tmp_path / "pngs_eval")
+    assert list(records) == [headline] and records[headline]["num_generated"] == 40

@@ -12,29 +12,27 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genbench import CONF_DIR
-from genbench.protocol import Protocol, summary_line
+from genbench.protocol import Protocol, external_out, summary_line
 from genbench.records import metrics_path
 from genbench.runtime import resolve_device
 from genbench.validate import one_line_errors
 
 
 def eval_dir(run_dir: str | None, samples_dir: str | None, out: str | None) -> str:
-    """Where the record (and Hydra's log) goes: the run, else out=, else the samples' folder."""
+    """Where the record (and Hydra's log) goes: the run, else out=, else a folder beside the samples
+    (genbench.protocol.external_out: <folder>_eval/ or <file stem>_eval/)."""
     if run_dir:
         return run_dir
     if out:
         return out
     if samples_dir:
-        p = Path(os.path.expanduser(str(samples_dir)))
-        return str(p.parent if p.suffix.lower() in (".npz", ".npy") else p)
+        return str(external_out(samples_dir))
     return "."  # nothing to evaluate: main() says so
 
 

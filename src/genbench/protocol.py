@@ -213,28 +213,26 @@ class Protocol:
         """(metrics, reference images) for `data`, checked now: the extractor's weights exist, the reference
         split exists and holds enough images for KID. Called before training, so a protocol that cannot
         work fails before any compute is spent; kept for the evaluations that follow."""
-        key = (id(data), str(device))
-        if key not in self._prepared:
+        if self._prepared.get("data") is not data or self._prepared.get("device") != str(device):
             metrics, reference = self.metrics(data, torch.device(device)), self.reference(data)
             size = self.metric_settings.kid_subset_size
             if "kid" in metrics.metrics and len(reference) < size:
                 raise ValueError(f"eval.metrics.kid_subset_size={size} exceeds the {len(reference)} images of {data.name}'s "
                                  f"{self.reference_split} split; lower eval.metrics.kid_subset_size")
-            self._prepared = {key: (metrics, reference)}  # one dataset at a time
-        return self._prepared[key]
+            self._prepared = {"data": data, "device": str(device), "metrics": metrics, "reference": reference}
+        return self._prepared["metrics"], self._prepared["reference"]
 
     def describe(self, data: ImageData, extractor_name: str, num_generated: int, num_reference: int) -> dict:
         """The settings the numbers depend on, and their `id`: numbers are comparable only at equal ids.
-        (Not in the id: the seed and batch size of the noise, ema/raw and the sampler; they are the
-        record's own key.)"""
+        Not in it: the seed and batch size of the noise, ema/raw and the sampler (they are the record's own
+        key), which metrics are listed and whether memorisation runs (neither changes a number computed)."""
         settings = {
             "num_samples": num_generated,
             "reference": {"dataset": data.name, "split": self.reference_split, "num": num_reference},
             "extractor": extractor_name,
-            "metrics": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.metric_settings).items()
-                        if k != "batch_size"},
+            "metrics": {k: v for k, v in asdict(self.metric_settings).items() if k not in ("metrics", "batch_size")},
             "likelihood_images": self.likelihood_images,
-            "memorisation": {k: v for k, v in asdict(self.memorisation).items() if k != "panel"},
+            "memorisation": {k: v for k, v in asdict(self.memorisation).items() if k not in ("enabled", "panel")},
         }
         pid = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
         return {**settings, "id": pid}
@@ -410,7 +408,7 @@ class Protocol:
                          out: str | Path | None = None, headline: bool | None = None) -> dict:
         """Score samples made anywhere (a folder of PNGs, a samples.npz, an .npz file, or a uint8 tensor)
         under this protocol against `data`; the record (source "external") goes to OUT/metrics.json
-        (default: the samples folder, or the .npz file's folder) and its panels to OUT/eval/."""
+        (default: external_out(samples), beside them) and its panels to OUT/eval/."""
         start = time.perf_counter()
         if torch.is_tensor(samples):
             generated, name = samples, None
@@ -421,7 +419,7 @@ class Protocol:
         if tuple(generated.shape[1:]) != tuple(data.image_shape):
             raise ValueError(f"samples_dir={samples}: the images are {tuple(generated.shape[1:])} but {data.name} loads as "
                              f"{tuple(data.image_shape)}; set data.image_size (and data.channels) to the samples' size")
-        out = Path(os.path.expanduser(str(out))) if out else _samples_folder(Path(os.path.expanduser(str(samples))))
+        out = Path(os.path.expanduser(str(out))) if out else external_out(samples)
         features = self.features(generated, data, device)
         scored = self.score(generated, data, device, features)
         memorisation, memo_grid = self.memorise(generated, data, device, features)
@@ -443,8 +441,12 @@ class Protocol:
         return record
 
 
-def _samples_folder(path: Path) -> Path:
-    return path.parent if path.is_file() else path
+def external_out(samples: str | Path) -> Path:
+    """Where an external evaluation's record and panels go by default: a folder beside the samples,
+    <folder>_eval/ or <file stem>_eval/ (never inside a samples folder, whose images would then be read
+    as samples)."""
+    p = Path(os.path.expanduser(str(samples))).resolve()
+    return p.with_name(f"{p.stem if p.suffix.lower() in ('.npz', '.npy') else p.name}_eval")
 
 
 def save_panels(images: dict[str, torch.Tensor], folder: Path) -> None:
