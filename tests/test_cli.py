@@ -15,9 +15,10 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf, open_dict
 
 import genbench
-from genbench import cli
+from genbench import cli, preflight
 from genbench.runtime import parse_duration
-from genbench.validate import ConfigError, check_config, one_line_errors
+from genbench.preflight import check_config
+from genbench.validate import ConfigError, one_line_errors
 from tests.conftest import tiny_overrides
 
 
@@ -149,16 +150,16 @@ def test_sweeps_check_every_value(capsys, no_work):
 
 
 def test_good_sweeps_pass_the_check():
-    cli.check_command("train", ["-m", "model=gan,vae", "seed=0,1", "hydra/launcher=joblib", "threads=1"])
+    preflight.check_command("train", ["-m", "model=gan,vae", "seed=0,1", "hydra/launcher=joblib", "threads=1"])
     # experiment=trilemma's own sweep (hydra.sweeper.params) is checked through the README's commands
 
 
 def test_sweep_sets_cover_every_value_once():
     # the command line's seed=0 replaces the experiment's seed sweep; its model sweep still counts
-    sets = cli._override_sets(["seed=0", "trainer.max_steps=1,2"], True, {"model": "gan,vae,diffusion", "seed": "0,1,2"})
+    sets = preflight._override_sets(["seed=0", "trainer.max_steps=1,2"], True, {"model": "gan,vae,diffusion", "seed": "0,1,2"})
     assert sets == [["seed=0", "trainer.max_steps=1", "model=gan"], ["seed=0", "trainer.max_steps=2", "model=gan"],
                     ["seed=0", "trainer.max_steps=1", "model=vae"], ["seed=0", "trainer.max_steps=1", "model=diffusion"]]
-    assert cli._override_sets(["seed=0,1"], False, {}) == [["seed=0,1"]]  # no -m: Hydra's own "several values" error
+    assert preflight._override_sets(["seed=0,1"], False, {}) == [["seed=0,1"]]  # no -m: Hydra's own "several values" error
 
 
 def test_full_error_shows_the_traceback(monkeypatch):
@@ -182,7 +183,7 @@ def test_sample_and_eval_need_their_inputs(capsys, no_work, args, needle):
 
 
 def test_eval_takes_samples_dir_without_run_dir(tmp_path: Path):
-    cli.check_command("eval", [f"samples_dir={tmp_path}", "data=fashion_mnist"])
+    preflight.check_command("eval", [f"samples_dir={tmp_path}", "data=fashion_mnist"])
 
 
 @pytest.mark.parametrize(
@@ -215,9 +216,9 @@ def test_every_shipped_option_passes_the_check(group):
     """The check must not reject what genbench ships (no false alarms)."""
     key = f"{group}@model.{group}" if group in ("schedule", "sampler") else group
     for option in sorted(p.stem for p in (Path(genbench.CONF_DIR) / group).glob("*.yaml")):
-        cli.check_command("train", [f"{key}={option}", *(["data.root=/tmp"] if option == "image_folder" else [])])
+        preflight.check_command("train", [f"{key}={option}", *(["data.root=/tmp"] if option == "image_folder" else [])])
         if group == "sampler":
-            cli.check_command("eval", ["samples_dir=/tmp", "data=mnist", f"sampler={option}"])
+            preflight.check_command("eval", ["samples_dir=/tmp", "data=mnist", f"sampler={option}"])
 
 
 # --- the checks themselves -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import genbench
-from genbench import cli
+from genbench import cli, preflight
 from tests.conftest import write_mnist_like
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_command_composes_and_passes_the_checks(command, capsys):
         usage = capsys.readouterr().out
         assert all(flag in usage for flag in args if flag.startswith("-")), command
     elif verb in cli.HYDRA_VERBS and "-m" in args:
-        cli.check_command(verb, args[1:])  # what `genbench` checks before a sweep starts
+        preflight.check_command(verb, args[1:])  # what `genbench` checks before a sweep starts
     elif verb in cli.HYDRA_VERBS:
         assert cli.main([*args, "--cfg", "job"]) == 0, capsys.readouterr().err
     else:
