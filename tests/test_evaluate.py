@@ -156,6 +156,8 @@ def test_genbench_eval_scores_a_samples_folder_of_the_run(run):
     assert cli.main(eval_args(run, f"samples_dir={folder}", "eval.metrics.kid_subset_size=20")) == 0
     record = [r for r in load_records(run)[1].values() if r["samples_dir"] == str(folder)]
     assert len(record) == 1 and record[0]["num_generated"] == 30 and record[0]["seed"] == 7
+    headline, records = load_records(run)  # drawn with the run's own sampler: the same sampling FLOPs
+    assert record[0]["compute"]["sample_flops_per_image"] == records[headline]["compute"]["sample_flops_per_image"] > 0
 
 
 def test_genbench_eval_errors_are_one_line(run, tmp_path, capsys):

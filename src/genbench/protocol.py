@@ -390,7 +390,9 @@ class Protocol:
             "timings_s": {"sampling": None if samples_dir else t1 - t0, "metrics": t2 - t1, "likelihood": t3 - t2},
             **provenance(device, precision),
         }
-        record["compute"] = compute_record(state, model, record["machine"], precision)
+        info = model.sampling_info()  # a samples folder drawn with another sampler: its sampling FLOPs are not the model's
+        same_sampler = all(sampling.get(k) == info.get(k) for k in ("sampler", "nfe"))
+        record["compute"] = compute_record(state, model if same_sampler else None, record["machine"], precision)
         record["eval_wall_time_s"] = time.perf_counter() - start
         previous_step = records[current]["checkpoint_step"] if current in records else None
         key, is_headline = add_record(run_dir, record, self.headline if headline is None else headline)
@@ -473,31 +475,35 @@ _SAMPLE_FLOPS: dict[str, float | None] = {}
 COMPUTE_KEYS = ("train_flops_per_image", "train_flops", "train_flop_per_s", "mfu", "sample_flops_per_image")
 
 
-def compute_record(state: dict, model: GenerativeModel, machine: dict, precision: str) -> dict:
+def compute_record(state: dict, model: GenerativeModel | None, machine: dict, precision: str) -> dict:
     """Training compute from the checkpoint's state["compute"] (null for checkpoints older than it), the
     achieved training FLOP/s and its model-FLOP utilisation against the machine's matmul peak in the
-    run's dtype, and the FLOPs of one generated image at the sampler's NFE. The peak is this machine's:
-    an evaluation on another machine than the training's gives an MFU against the wrong peak, so the
-    checkpoint's own machine record wins when it has one."""
-    from genbench.compute import sample_flops_per_image
-
+    run's dtype, and the FLOPs of one generated image at `model`'s sampler and NFE (null without a
+    model). The peak is this machine's: an evaluation on another machine than the training's gives an
+    MFU against the wrong peak, so the checkpoint's own machine record wins when it has one."""
     c = state.get("compute") or {}
     train_flops, train_time = c.get("train_flops"), state.get("train_time")
     flop_per_s = train_flops / train_time if train_flops and train_time else None
     peak = ((state.get("machine") or machine).get("peak_flop_per_s") or {}).get(precision)
-    # FLOPs depend on the architecture and the sampler, not the weights: counted once per process for each
+    return {"train_flops_per_image": c.get("train_flops_per_image"), "train_flops": train_flops,
+            "train_flop_per_s": flop_per_s, "mfu": flop_per_s / peak if flop_per_s and peak else None,
+            "sample_flops_per_image": sample_flops(state, model) if model is not None else None}
+
+
+def sample_flops(state: dict, model: GenerativeModel) -> float | None:
+    """genbench.compute.sample_flops_per_image, counted once per process for each architecture and sampler
+    (FLOPs do not depend on the weights); null, with a warning, for a model the FLOP counter cannot trace."""
+    from genbench.compute import sample_flops_per_image
+
     key = json.dumps([state["config"].get("model"), state.get("image_shape"), model.sampling_info()], sort_keys=True, default=str)
     if key not in _SAMPLE_FLOPS:
         try:
             log.info("counting the FLOPs of sampling (torch.utils.flop_counter, once per model and sampler)")
             _SAMPLE_FLOPS[key] = sample_flops_per_image(model)
-        except Exception as e:  # a family the FLOP counter cannot trace: say so, keep the evaluation
+        except Exception as e:  # keep the evaluation
             log.warning("sample FLOPs not counted: %s", e)
             _SAMPLE_FLOPS[key] = None
-    sample_flops = _SAMPLE_FLOPS[key]
-    return {"train_flops_per_image": c.get("train_flops_per_image"), "train_flops": train_flops,
-            "train_flop_per_s": flop_per_s, "mfu": flop_per_s / peak if flop_per_s and peak else None,
-            "sample_flops_per_image": sample_flops}
+    return _SAMPLE_FLOPS[key]
 
 
 def summary_line(record: dict) -> str:
