@@ -140,7 +140,6 @@ def verb_help(verb: str, overrides: list[str]) -> str:
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     from genbench import CONF_DIR
-
     from genbench.preflight import compose
 
     try:

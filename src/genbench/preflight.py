@@ -166,14 +166,14 @@ def _split(overrides: list[str], cfg) -> tuple[list[str], list[str]]:
 def _check_run_dir(verb: str, cfg) -> None:
     """sample needs run_dir=; eval needs run_dir= or samples_dir=. A run_dir must hold a checkpoint."""
 
-    def given(key: str) -> str | None:
-        if key not in cfg or OmegaConf.is_missing(cfg, key):
-            return None
-        return cfg[key]
-
-    run_dir, samples_dir = given("run_dir"), given("samples_dir") if verb == "eval" else None
     if verb not in ("sample", "eval"):
         return
+
+    def given(key: str) -> str | None:
+        return None if key not in cfg or OmegaConf.is_missing(cfg, key) else cfg[key]
+
+    run_dir = given("run_dir")
+    samples_dir = given("samples_dir") if verb == "eval" else None
     if run_dir is None and samples_dir is None:
         alternative = " (or samples_dir=DIR data=NAME to score a folder of images)" if verb == "eval" else ""
         raise ConfigError(f"run_dir= is required: the folder of a `genbench train` run, e.g. {RUN_DIR_EXAMPLE}{alternative}")
@@ -323,7 +323,7 @@ def check_target(key: str, node: DictConfig) -> None:
             continue  # a nested object: checked on its own
         try:
             value = _plain(OmegaConf.select(node, param, throw_on_missing=True))
-        except Exception:  # an interpolation resolved only at run time, or ??? (check_missing's job)
+        except Exception:  # an interpolation resolved only at run time, or ??? (check_config reports those)
             continue
         kind = hints.get(param, inspect.Parameter.empty)
         if not _conforms(value, kind):
