@@ -64,9 +64,10 @@ def compose_cfg():
 
 
 def tiny_overrides(data_root: Path, steps: int = 6) -> list[str]:
-    """A run of a few seconds: tiny UNet, T=50, MNIST-format data written by the test."""
+    """A run of a few seconds: experiment=smoke (the chosen model at size=smoke; a tiny UNet and T=50 by
+    default), MNIST-format data written by the test."""
     return [
-        "experiment=tiny", "data=mnist", f"data.root={data_root}", "data.image_size=16",
+        "experiment=smoke", "data=mnist", f"data.root={data_root}", "data.image_size=16",
         f"trainer.max_steps={steps}", "trainer.batch_size=8", "trainer.checkpoint_every=2",
         "trainer.sample_every=0", "trainer.log_every=2", "trainer.device=cpu", "trainer.progress=false", "~eval",
     ]

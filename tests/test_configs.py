@@ -1,7 +1,9 @@
-"""Compose and instantiate every option of every config group, as `genbench train` would."""
+"""Compose and instantiate every option of every config group, as `genbench train` would; every shipped
+combination of model x trainer x experiment runs one training step; each config axis owns its values."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from genbench import CONF_DIR
+from genbench.checkpoint import load_checkpoint
 from genbench.data import DatasetNotFound
 from genbench.models.base import GenerativeModel
 from genbench.trainer import Trainer
@@ -18,6 +21,13 @@ from tests.conftest import write_mnist_like
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def optimizer_values(model: GenerativeModel, optim_cfg) -> dict[str, tuple]:
+    """{optimizer name: (class name, lr, betas, weight decay)} of the optimizers the family builds."""
+    opts = model.optimizers(instantiate(optim_cfg, _convert_="all"))
+    return {k: (type(o).__name__, o.param_groups[0]["lr"], tuple(o.param_groups[0]["betas"]), o.param_groups[0]["weight_decay"])
+            for k, o in opts.items()}
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -79,10 +89,128 @@ def test_every_optimizer_is_a_partial(compose_cfg, optim):
     assert isinstance(make([torch.nn.Parameter(torch.zeros(1))]), torch.optim.Optimizer)
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
-def test_every_experiment_composes(compose_cfg, experiment):
-    cfg = compose_cfg("train", [f"experiment={experiment}"])
-    assert cfg.model._target_ and cfg.trainer._target_
+# ---- each config axis owns its values (#16) ------------------------------------------------------
+ADAM = (0.9, 0.999)
+DEFAULTS = {  # `genbench train model=X`: the values the README's benchmark numbers were made with
+    "diffusion": ({"model": ("Adam", 2e-3, ADAM, 0.0)}, 128, 1.0),
+    "gan": ({"d": ("Adam", 8e-4, (0.5, 0.999), 0.0), "g": ("Adam", 8e-4, (0.5, 0.999), 0.0)}, 64, None),
+    "dcgan": ({"d": ("Adam", 2e-4, (0.5, 0.999), 0.0), "g": ("Adam", 2e-4, (0.5, 0.999), 0.0)}, 64, None),
+    "wgan_gp": ({"d": ("Adam", 1e-4, (0.0, 0.9), 0.0), "g": ("Adam", 1e-4, (0.0, 0.9), 0.0)}, 64, None),
+    "sngan": ({"d": ("Adam", 2e-4, (0.0, 0.9), 0.0), "g": ("Adam", 2e-4, (0.0, 0.9), 0.0)}, 64, None),
+    "vae": ({"model": ("Adam", 1e-3, ADAM, 0.0)}, 128, 1.0),
+}
+
+
+def test_every_model_has_its_defaults_listed():
+    assert sorted(DEFAULTS) == options("model")
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_default_optimizer_and_trainer_values_of_every_model(compose_cfg, model):
+    """The family presets (conf/family/) and variant recipes keep the values the benchmarks were run with."""
+    cfg = compose_cfg("train", [f"model={model}", "size=smoke"])
+    expected, batch_size, grad_clip = DEFAULTS[model]
+    assert optimizer_values(instantiate(cfg.model, image_shape=(1, 16, 16), _convert_="all"), cfg.optim) == expected
+    assert (cfg.trainer.batch_size, cfg.trainer.grad_clip) == (batch_size, grad_clip)
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_optim_lr_reaches_every_optimizer_of_every_family(compose_cfg, model):
+    """The README's `optim=adamw optim.lr=5e-4` sets the class and lr of every optimizer, for every model;
+    a family's betas (a GAN's) stay unless optim.betas is given too."""
+    cfg = compose_cfg("train", [f"model={model}", "size=smoke", "optim=adamw", "optim.lr=5e-4"])
+    values = optimizer_values(instantiate(cfg.model, image_shape=(1, 16, 16), _convert_="all"), cfg.optim)
+    default_betas = {k: v[2] for k, v in DEFAULTS[model][0].items()}
+    assert values == {k: ("AdamW", 5e-4, default_betas[k], 0.01) for k in default_betas}
+    cfg = compose_cfg("train", [f"model={model}", "size=smoke", "optim.betas=[0.8,0.99]"])
+    values = optimizer_values(instantiate(cfg.model, image_shape=(1, 16, 16), _convert_="all"), cfg.optim)
+    assert {v[2] for v in values.values()} == {(0.8, 0.99)}
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_family_presets_apply_with_every_trainer(compose_cfg, trainer):
+    """#14: `model=gan trainer=gpu` keeps the GAN's batch 64 and no clipping (and a diffusion model its
+    lr 2e-3) whatever trainer= is; the trainer preset's own values stay; the command line wins."""
+    reference = compose_cfg("train", [f"trainer={trainer}"]).trainer
+    gan = compose_cfg("train", ["model=gan", f"trainer={trainer}"])
+    assert (gan.trainer.batch_size, gan.trainer.grad_clip, gan.optim.lr) == (64, None, 8e-4)
+    assert {k: v for k, v in gan.trainer.items() if k not in ("batch_size", "grad_clip")} == \
+        {k: v for k, v in reference.items() if k not in ("batch_size", "grad_clip")}
+    assert compose_cfg("train", [f"trainer={trainer}"]).optim.lr == 2e-3  # diffusion, the default model
+    assert compose_cfg("train", ["model=gan", f"trainer={trainer}", "trainer.grad_clip=5"]).trainer.grad_clip == 5
+
+
+def parameters(cfg) -> int:
+    return sum(p.numel() for p in instantiate(cfg.model, image_shape=(1, 16, 16), _convert_="all").parameters())
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_size_smoke_shrinks_every_model(compose_cfg, model):
+    """experiment=smoke (size=smoke) picks each family's small networks: under 60k parameters, and at
+    least 10 times fewer than the default sizes."""
+    small = parameters(compose_cfg("train", [f"model={model}", "experiment=smoke"]))
+    assert small < 60_000 and 10 * small < parameters(compose_cfg("train", [f"model={model}"]))
+
+
+# ---- every shipped combination runs one training step (#13 case 9) ------------------------------
+EXPERIMENTS = ["none", *options("experiment")]
+COMBINATIONS = list(itertools.product(options("model"), options("trainer"), EXPERIMENTS))
+# a fast subset for the default suite: every model, every trainer and every experiment at least once
+FAST = [(options("model")[i % len(options("model"))], options("trainer")[i % len(options("trainer"))], EXPERIMENTS[i])
+        for i in range(len(EXPERIMENTS))]
+SHRINK = ["size=smoke", "data=mnist", "data.image_size=16", "trainer.device=cpu", "trainer.compile=false",
+          "trainer.max_steps=1", "trainer.max_time=null", "trainer.batch_size=4", "trainer.sample_every=0",
+          "trainer.checkpoint_every=0", "trainer.log_every=1", "trainer.eval_every=0", "trainer.progress=false", "~eval"]
+
+
+def one_step(compose_cfg, root: Path, run_dir: Path, model: str, trainer: str, experiment: str) -> dict:
+    from genbench.train import train
+
+    chosen = [f"model={model}", f"trainer={trainer}"] + ([] if experiment == "none" else [f"experiment={experiment}"])
+    cfg = compose_cfg("train", [*chosen, *SHRINK, f"data.root={root}"])
+    train(cfg, str(run_dir))
+    return load_checkpoint(run_dir)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return write_mnist_like(tmp_path_factory.mktemp("data"), "MNIST", n_train=16, n_test=8)
+
+
+def check_step(state: dict) -> None:
+    assert state["step"] == 1 and state["images_seen"] == 4
+    assert all(bool(torch.isfinite(v).all()) for v in state["model"].values() if v.is_floating_point())
+    stepped = {k for k, o in state["optimizers"].items() if o["state"]}  # optimizers with Adam moments: they stepped
+    model = state["config"]["model"]
+    if "n_critic" not in model:  # diffusion, VAE
+        assert stepped == {"model"}
+    else:  # a GAN trains G on its first step only with one D step per G step
+        n_critic = model["n_critic"] or (5 if model["loss"] == "wgan_gp" else 1)
+        assert stepped == ({"d", "g"} if n_critic == 1 else {"d"})
+
+
+@pytest.mark.parametrize("model, trainer, experiment", FAST)
+def test_shipped_combinations_run_one_step(compose_cfg, data_root, tmp_path, model, trainer, experiment):
+    check_step(one_step(compose_cfg, data_root, tmp_path / "run", model, trainer, experiment))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, trainer, experiment", [c for c in COMBINATIONS if c not in FAST])
+def test_every_shipped_combination_runs_one_step(compose_cfg, data_root, tmp_path, model, trainer, experiment):
+    check_step(one_step(compose_cfg, data_root, tmp_path / "run", model, trainer, experiment))
+
+
+@pytest.mark.parametrize("group, cls", [("prediction", "genbench.models.diffusion.Prediction"),
+                                        ("likelihood", "genbench.likelihoods.PixelLikelihood")])
+def test_every_prediction_and_likelihood_option_builds_its_object(compose_cfg, group, cls):
+    from hydra.utils import get_class
+
+    model = "diffusion" if group == "prediction" else "vae"
+    for option in options(group):
+        cfg = compose_cfg("train", [f"model={model}", "size=smoke", f"{group}@model.{group}={option}"])
+        built = instantiate(cfg.model, image_shape=(1, 16, 16), _convert_="all")
+        assert isinstance(getattr(built, group), get_class(cls))
+        assert type(getattr(built, group)).__name__ == cfg.model[group]._target_.rsplit(".", 1)[1]
 
 
 @pytest.mark.parametrize("verb", ["sample", "eval"])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from genbench.models.diffusion import Diffusion
+from genbench.models.diffusion import Diffusion, EpsPrediction, VPrediction, X0Prediction
 from genbench.networks.unet import UNet
 from genbench.schedules import NoiseSchedule, cosine, linear, sigmoid
 
@@ -93,7 +93,10 @@ def test_posterior_at_first_step_is_x0():
     assert torch.allclose(mean, x_0, atol=1e-6) and float(var.max()) == 0.0
 
 
-@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+PREDICTIONS = [EpsPrediction(), X0Prediction(), VPrediction()]
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS, ids=lambda p: type(p).__name__)
 def test_prediction_targets_convert_back_to_x0_and_eps(prediction):
     """Feeding the exact target as network output must give back the true x_0 and eps."""
     model = tiny_diffusion(schedule=cosine(100), prediction=prediction)
@@ -105,22 +108,45 @@ def test_prediction_targets_convert_back_to_x0_and_eps(prediction):
     assert torch.allclose(eps_hat, eps, atol=2e-3)
 
 
+@pytest.mark.parametrize("prediction", PREDICTIONS, ids=lambda p: type(p).__name__)
+def test_error_scale_is_the_ratio_of_target_to_x0_errors(prediction):
+    """Perturb the exact network output by delta and measure what it does to x_0: ||delta||^2 / ||x_0 error||^2
+    must be error_scale(SNR), computed here in float64 from alpha_bar alone."""
+    schedule = cosine(100)
+    model = tiny_diffusion(schedule=schedule, prediction=prediction)
+    t = torch.tensor([1, 10, 40, 70, 95])
+    x_0, eps, delta = torch.rand(5, 1, 8, 8) * 2 - 1, torch.randn(5, 1, 8, 8), 1e-2 * torch.randn(5, 1, 8, 8)
+    x_t = model.q_sample(x_0, t, eps)
+    x0_hat, _ = model._to_x0_eps(model.target(x_0, eps, t) + delta, x_t, t)
+    measured = delta.pow(2).flatten(1).sum(1) / (x0_hat - x_0).pow(2).flatten(1).sum(1)
+    ab = schedule.alphas_cumprod[t]
+    snr = ab / (1 - ab)
+    torch.testing.assert_close(measured.double(), prediction.error_scale(snr), rtol=2e-3, atol=0)
+
+
 def test_min_snr_weights():
-    """min-SNR-gamma (Hang et al. 2023): the weight on the x_0 error is min(SNR, gamma) for every target."""
+    """min-SNR-gamma (Hang et al. 2023): the weight on the x_0 error is min(SNR, gamma) for every target;
+    the factors are written out here from the definitions (eps: SNR, x_0: 1, v: SNR + 1), not read from the objects."""
     for prediction, factor in (("eps", lambda snr: snr), ("x0", lambda snr: 1.0), ("v", lambda snr: snr + 1)):
         model = tiny_diffusion(prediction=prediction, loss_weighting="min_snr", min_snr_gamma=5.0)
         t = torch.arange(100)
         snr = model.snr[t]
         # loss on the target = factor(snr) x loss on x_0, so weight * factor must equal min(snr, 5)
         assert torch.allclose(model.loss_weight(t) * factor(snr), snr.clamp(max=5.0), rtol=1e-5)
+    assert bool((tiny_diffusion(prediction="eps").loss_weight(torch.arange(100)) == 1).all())  # uniform: L_simple
 
 
-def test_sampling_is_seeded_and_in_range():
+@pytest.mark.parametrize("name, cls", [("eps", EpsPrediction), ("x0", X0Prediction), ("v", VPrediction)])
+def test_prediction_shorthand_names_the_object(name, cls):
+    assert type(tiny_diffusion(prediction=name).prediction) is cls
+
+
+def test_sampling_is_seeded():
     model = tiny_diffusion().eval()
     a = model.sample(3, generator=torch.Generator().manual_seed(1))
     b = model.sample(3, generator=torch.Generator().manual_seed(1))
     assert a.shape == (3, 1, 8, 8) and torch.equal(a, b)
-    assert a.min() >= -1 and a.max() <= 1
+    assert not torch.equal(a, model.sample(3, generator=torch.Generator().manual_seed(2)))
 
 
 def test_training_loss_is_finite_and_trains_only_the_network():
@@ -137,12 +163,25 @@ def test_unknown_choice_lists_the_allowed_values():
         tiny_diffusion(prediction="score")
 
 
-@pytest.mark.parametrize("lr, expected", [(None, 1e-3), (2e-3, 2e-3)])
-def test_model_lr_overrides_the_optim_config(lr, expected):
+@pytest.mark.parametrize("kwargs, key", [({"min_snr_gamma": 0.0}, "model.min_snr_gamma"), ({"vlb_timesteps": 0}, "model.vlb_timesteps"),
+                                         ({"loss_weighting": "snr"}, "model.loss_weighting")])
+def test_out_of_range_values_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        tiny_diffusion(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, key", [({"base_channels": 0}, "model.network.base_channels"), ({"num_res_blocks": -1}, "model.network.num_res_blocks"),
+                                         ({"channel_mults": (1, 0)}, "model.network.channel_mults"), ({"channel_mults": ()}, "model.network.channel_mults"),
+                                         ({"patch_size": 0}, "model.network.patch_size"), ({"dropout": 1.0}, "model.network.dropout")])
+def test_unet_sizes_out_of_range_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as info:
+        UNet((1, 8, 8), **{"num_groups": 4, **kwargs})
+    assert "\n" not in str(info.value)
+
+
+def test_the_optimizer_comes_from_the_optim_config_alone():
+    """The family takes no learning rate of its own: optim.lr (here 3e-4) reaches its one optimizer."""
     from functools import partial
 
-    make = partial(torch.optim.Adam, lr=1e-3, betas=(0.9, 0.999))
-    (opt,) = tiny_diffusion(lr=lr).optimizers(make).values()
-    assert opt.param_groups[0]["lr"] == expected and opt.param_groups[0]["betas"] == (0.9, 0.999)
-    with pytest.raises(ValueError, match="model.lr"):
-        tiny_diffusion(lr=-1.0)
+    (opt,) = tiny_diffusion().optimizers(partial(torch.optim.Adam, lr=3e-4, betas=(0.9, 0.99))).values()
+    assert opt.param_groups[0]["lr"] == 3e-4 and opt.param_groups[0]["betas"] == (0.9, 0.99)

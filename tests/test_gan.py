@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genbench.augment import color, cutout, diff_augment, translation
 from genbench.checkpoint import load_checkpoint, load_model
 from genbench.models.base import randn
-from genbench.models.gan import (GAN, OBJECTIVES, CollapseMonitor, augment_color, augment_cutout, augment_translation,
-                                 gradient_penalty, interpolate, r1_penalty, standing_statistics)
+from genbench.models.gan import GAN, OBJECTIVES, CollapseMonitor, gradient_penalty, interpolate, r1_penalty
 from genbench.networks.dcgan import Discriminator, Generator
 from genbench.train import train
 from tests.conftest import tiny_overrides
@@ -86,15 +86,26 @@ def test_n_critic_trains_g_every_nth_step_and_counts_in_a_buffer():
     assert tiny_gan(loss="hinge").n_critic == 1 and tiny_gan(loss="hinge").gp_lambda == 0.0
 
 
-def test_optimizers_split_the_parameters_and_take_ttur_overrides():
-    model = tiny_gan(lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9))
-    opts = model.optimizers(lambda params, **kw: torch.optim.Adam(params, **{"lr": 2e-4, "betas": (0.9, 0.999), **kw}))
+def test_optimizers_split_the_parameters_and_take_optim_values_with_ttur():
+    """Both networks' optimizers come from the optim partial (its lr and betas reach them); D's lr is
+    d_lr_ratio times G's (TTUR), and only D's."""
+    from functools import partial
+
+    make = partial(torch.optim.Adam, lr=1e-4, betas=(0.0, 0.9))
+    model = tiny_gan(d_lr_ratio=4.0)
+    opts = model.optimizers(make)
     ids = {k: {id(p) for g in o.param_groups for p in g["params"]} for k, o in opts.items()}
     assert ids["d"] == {id(p) for p in model.D.parameters()} and ids["g"] == {id(p) for p in model.G.parameters()}
-    assert opts["g"].param_groups[0]["lr"] == 1e-4 and opts["d"].param_groups[0]["lr"] == 4e-4
-    assert opts["g"].param_groups[0]["betas"] == (0.0, 0.9)
-    plain = tiny_gan(betas=None).optimizers(lambda params, **kw: torch.optim.Adam(params, **{"lr": 2e-4, **kw}))
-    assert plain["d"].param_groups[0]["lr"] == 2e-4 and plain["d"].param_groups[0]["betas"] == (0.9, 0.999)
+    assert opts["g"].param_groups[0]["lr"] == 1e-4 and opts["d"].param_groups[0]["lr"] == pytest.approx(4e-4)
+    assert opts["g"].param_groups[0]["betas"] == opts["d"].param_groups[0]["betas"] == (0.0, 0.9)
+    plain = tiny_gan().optimizers(make)
+    assert plain["d"].param_groups[0]["lr"] == plain["g"].param_groups[0]["lr"] == 1e-4
+    with pytest.raises(ValueError, match=r"model\.d_lr_ratio=0"):
+        tiny_gan(d_lr_ratio=0.0)
+
+
+def test_the_trainer_ema_skips_d():
+    assert GAN.ema_skip == ("D",) and all(isinstance(getattr(tiny_gan(), name), torch.nn.Module) for name in GAN.ema_skip)
 
 
 # ---- the losses on hand-made logits -----------------------------------------------------------
@@ -214,7 +225,7 @@ def test_spectral_norm_keeps_d_layers_near_unit_norm():
 def test_translation_shifts_each_image_with_zero_fill():
     torch.manual_seed(0)
     x = torch.rand(8, 1, 16, 16) + 1  # no zeros of its own
-    out = augment_translation(x)
+    out = translation(x)
     padded = F.pad(x, (2, 2, 2, 2))
     for i in range(8):
         shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
@@ -225,13 +236,22 @@ def test_translation_shifts_each_image_with_zero_fill():
 def test_cutout_and_color_keep_shape_and_gradient():
     torch.manual_seed(0)
     x = (torch.rand(8, 1, 16, 16) + 1).requires_grad_(True)
-    cut = augment_cutout(x)
+    cut = cutout(x)
     zeros = (cut == 0).flatten(1).sum(1)
     assert bool((zeros > 0).all() and (zeros <= 64).all())  # at most an 8x8 square of a 16x16 image
-    (cut.sum() + augment_color(x).sum()).backward()
+    (cut.sum() + color(x).sum()).backward()
     assert x.grad is not None and x.grad.shape == x.shape
-    with pytest.raises(ValueError, match="model.diff_augment"):
+    with pytest.raises(ValueError, match="model.diff_augment='rotate' is not one of: color, translation, cutout"):
         tiny_gan(diff_augment=["rotate"])
+
+
+def test_diff_augment_applies_the_policies_in_order_with_the_same_draws():
+    x = torch.rand(4, 1, 16, 16) + 1
+    assert torch.equal(diff_augment(x, []), x)
+    torch.manual_seed(3)
+    ours = diff_augment(x, ["translation", "cutout"])
+    torch.manual_seed(3)
+    assert torch.equal(ours, cutout(translation(x)))
 
 
 # ---- networks, sampling, monitor ---------------------------------------------------------------
@@ -252,11 +272,12 @@ def test_dcgan_rejects_bad_sizes_and_norms():
         tiny_gan(loss="wgan")
 
 
-def test_sample_is_seeded_and_in_range():
+def test_sample_is_seeded():
     model = tiny_gan().eval()
     a = model.sample(5, generator=torch.Generator().manual_seed(3))
     b = model.sample(5, generator=torch.Generator().manual_seed(3))
-    assert a.shape == (5, 1, 16, 16) and torch.equal(a, b) and bool((a.abs() <= 1).all())
+    assert a.shape == (5, 1, 16, 16) and torch.equal(a, b)
+    assert not torch.equal(a, model.sample(5, generator=torch.Generator().manual_seed(4)))
     assert model.diagnostic_images(a)["interpolations"].shape == (64, 1, 16, 16)
     assert model.bits_per_dim(torch.zeros(2, 1, 16, 16, dtype=torch.uint8)) == {}
 
@@ -269,7 +290,8 @@ def test_standing_statistics_are_g_own_batch_norm_statistics():
     model = tiny_gan(standing_stats=256)
     model.G.main[1].running_mean.fill_(5.0)  # stale statistics, as the EMA copy inherits them
     model.eval()
-    standing_statistics(model.G, 8, 256, batch_size=128, seed=0)
+    model.standing_statistics(batch_size=128, seed=0)
+    assert not model.G.training  # the mode is kept
     z = randn((256, 8), torch.Generator().manual_seed(0), torch.device("cpu"))
     with torch.no_grad():
         h = model.G.main[0](z[:, :, None, None])  # the input of the first batch norm, (256, C, 4, 4)
@@ -314,16 +336,18 @@ def test_every_gan_config_composes_and_builds(compose_cfg, option):
 
 
 @pytest.mark.parametrize("option", ["gan", "dcgan", "wgan_gp", "sngan"])
-def test_every_gan_gets_the_gan_trainer_settings(compose_cfg, option):
-    cfg = compose_cfg("train", [f"model={option}"])
-    assert cfg.model._target_ == "genbench.models.gan.GAN" and cfg.trainer.batch_size == 64 and cfg.trainer.grad_clip is None
-    assert compose_cfg("train", [f"model={option}", "trainer.batch_size=32"]).trainer.batch_size == 32  # the command line wins
-    assert compose_cfg("train", [f"model={option}", "trainer=smoke"]).trainer.max_steps == 20  # only trainer=default
+def test_every_gan_gets_the_gan_trainer_settings_with_every_trainer(compose_cfg, option):
+    """conf/family/gan.yaml: batch 64 and no clipping whatever trainer= is (#14: trainer=gpu too); the
+    trainer preset's other values stay, and the command line wins."""
+    for trainer, max_steps in (("default", None), ("gpu", 100000), ("smoke", 20)):
+        cfg = compose_cfg("train", [f"model={option}", f"trainer={trainer}"])
+        assert cfg.model._target_ == "genbench.models.gan.GAN" and cfg.trainer.max_steps == max_steps
+        assert cfg.trainer.batch_size == 64 and cfg.trainer.grad_clip is None
+    assert compose_cfg("train", [f"model={option}", "trainer=gpu", "trainer.batch_size=32"]).trainer.batch_size == 32
 
 
 def gan_overrides(data_root: Path, *extra: str) -> list[str]:
-    base = [o if o != "experiment=tiny" else "experiment=tiny_gan" for o in tiny_overrides(data_root)]
-    return ["model=gan", *base, *extra]
+    return ["model=gan", *tiny_overrides(data_root), *extra]
 
 
 @pytest.mark.parametrize("variant", [["model.loss=minimax"], ["model.loss=nonsaturating", "model.generator.norm=none"],

@@ -12,16 +12,10 @@ import torch
 from hydra.utils import instantiate
 
 from genbench.checkpoint import load_checkpoint, load_model
-from genbench.models.vae import (
-    VAE, active_units, bernoulli_log_prob, discretized_gaussian_log_prob, discretized_logistic_log_prob,
-    gaussian_kl, log_normal,
-)
+from genbench.likelihoods import Bernoulli, DiscretizedGaussian, DiscretizedLogistic
+from genbench.models.vae import VAE, active_units, gaussian_kl, log_normal
 from genbench.networks.vae import Decoder, Encoder
 from genbench.train import train
-
-LEVELS = torch.linspace(-1, 1, 256)  # the 256 values of 8-bit data in [-1, 1]
-DISCRETIZED = {"discretized_logistic": discretized_logistic_log_prob, "gaussian": discretized_gaussian_log_prob}
-CDF = {"discretized_logistic": torch.sigmoid, "gaussian": torch.special.ndtr}
 
 
 def tiny_vae(**kwargs) -> VAE:
@@ -71,62 +65,6 @@ def test_gradients_flow_through_the_reparameterization():
     (-model.log_px(x, *model.decode(z)).mean()).backward()
     for name, p in model.encoder.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-
-
-EXTREMES = [(mu, log_s) for mu in (-1.5, -1.0, -0.3, 0.0, 0.9996, 1.0, 3.0) for log_s in (-7.0, -4.0, -1.0, 0.0, 3.0)]
-
-
-@pytest.mark.parametrize("likelihood", DISCRETIZED)
-def test_discretized_likelihood_sums_to_one_over_the_256_levels(likelihood):
-    mu, log_s = torch.tensor(EXTREMES).T  # (P,) each, from a sharp peak on a bin edge to nearly flat
-    log_p = DISCRETIZED[likelihood](LEVELS[:, None], mu, log_s)  # (256, P)
-    torch.testing.assert_close(log_p.double().logsumexp(0), torch.zeros(len(mu), dtype=torch.float64), rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize("likelihood", DISCRETIZED)
-def test_discretized_likelihood_matches_float64_cdf_differences(likelihood):
-    mu, log_s = torch.tensor(EXTREMES).T
-    x = (torch.arange(256, dtype=torch.float64) / 127.5 - 1)[:, None]  # the exact levels k / 127.5 - 1
-    s, cdf = log_s.double().exp(), CDF[likelihood]
-    upper = torch.where(x > 1 - 1e-6, math.inf, x + 1 / 255)
-    lower = torch.where(x < -1 + 1e-6, -math.inf, x - 1 / 255)
-    # each bin from the side of the distribution its mass lies in, where the float64 CDF is accurate
-    below = cdf((upper - mu.double()) / s) - cdf((lower - mu.double()) / s)
-    above = cdf((mu.double() - lower) / s) - cdf((mu.double() - upper) / s)
-    reference = torch.where(x <= mu.double(), below, above).log()
-    log_p = DISCRETIZED[likelihood](LEVELS[:, None], mu, log_s).double()
-    kept = reference > -20  # below e^-20 the float64 reference itself runs out of digits
-    torch.testing.assert_close(log_p[kept], reference[kept], rtol=1e-4, atol=1e-5)  # the logistic's is float32
-
-
-def test_bernoulli_puts_all_mass_on_the_two_extreme_levels():
-    logits = torch.linspace(-30, 30, 13)
-    total = bernoulli_log_prob(torch.ones(13), logits).exp() + bernoulli_log_prob(-torch.ones(13), logits).exp()
-    torch.testing.assert_close(total, torch.ones(13))
-
-
-@pytest.mark.parametrize("likelihood", DISCRETIZED)
-def test_decoder_mean_is_the_median_of_the_binned_distribution(likelihood):
-    # at the level m shown, P(x < m) <= 1/2 <= P(x <= m)
-    model = tiny_vae(likelihood=likelihood)
-    mu, log_s = torch.tensor(EXTREMES).T
-    shown = model.decoder_mean(mu.view(1, -1, 1, 1), log_s.view(1, -1, 1, 1)).flatten()
-    k = torch.round((shown + 1) * 127.5).long()  # (P,) level index
-    cdf = DISCRETIZED[likelihood](LEVELS[:, None], mu, log_s).double().exp().cumsum(0)  # (256, P)
-    at = cdf.gather(0, k[None])[0]
-    below = torch.where(k > 0, cdf.gather(0, (k - 1).clamp(min=0)[None])[0], torch.zeros_like(at))
-    assert bool((below <= 0.5 + 1e-6).all() and (at >= 0.5 - 1e-6).all())
-
-
-@pytest.mark.parametrize("likelihood", DISCRETIZED)
-def test_decoder_sample_draws_from_the_binned_distribution(likelihood):
-    model = tiny_vae(likelihood=likelihood)
-    mu, log_s, n = 0.9, -3.5, 40_000  # mass over a dozen levels, some of it in the top (open) bin
-    loc, log_scale = torch.full((n, 1, 1, 1), mu), torch.full((n, 1, 1, 1), log_s)
-    x = model.decoder_sample(loc, log_scale, torch.Generator().manual_seed(0)).flatten()
-    counts = torch.bincount(torch.round((x + 1) * 127.5).long(), minlength=256).double() / n
-    expected = DISCRETIZED[likelihood](LEVELS, torch.tensor(mu), torch.tensor(log_s)).double().exp()
-    assert (counts - expected).abs().max() < 4 * math.sqrt(0.25 / n)
 
 
 def test_active_units_counts_dimensions_whose_posterior_mean_varies():
@@ -188,37 +126,49 @@ def test_bernoulli_refuses_grey_data_and_binarizes_on_request():
     with pytest.raises(ValueError, match="binarize=true"):
         next(tiny_vae(likelihood="bernoulli").training_losses(x))
     with pytest.raises(ValueError, match="binary data"):
-        tiny_vae(likelihood="bernoulli").bits_per_dim(grey_images(2))
-    term = next(tiny_vae(likelihood="bernoulli", binarize=True).training_losses(x))
+        tiny_vae(likelihood=Bernoulli()).bits_per_dim(grey_images(2))
+    term = next(tiny_vae(likelihood=Bernoulli(binarize=True)).training_losses(x))
     assert torch.isfinite(term.loss)
-    assert set(tiny_vae(likelihood="bernoulli", binarize=True).bits_per_dim(grey_images(2), None)) == {
+    assert set(tiny_vae(likelihood=Bernoulli(binarize=True)).bits_per_dim(grey_images(2), None)) == {
         "elbo_binarized", "elbo_recon_binarized", "elbo_kl_binarized", "iwae_k64_binarized"}
     binary = torch.where(x > 0, 1.0, -1.0)  # already binary: accepted as it is
     assert torch.isfinite(next(tiny_vae(likelihood="bernoulli").training_losses(binary)).loss)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"likelihood": "poisson"}, "discretized_logistic, gaussian, bernoulli"),
-    ({"scale": "per_channel"}, "learned, fixed"),
-    ({"sample_mode": "mode"}, "mean, sample"),
-    ({"binarize": True}, "only applies to model.likelihood=bernoulli"),
-    ({"beta": -1.0}, "model.beta"),
+    ({"likelihood": "poisson"}, "model.likelihood='poisson' is not one of: discretized_logistic, gaussian, bernoulli"),
+    ({"sample_mode": "mode"}, "model.sample_mode='mode' is not one of: mean, sample"),
+    ({"beta": -1.0}, "model.beta=-1.0 must be non-negative"),
+    ({"latent_dim": 0}, "model.latent_dim=0 must be positive"),
+    ({"iwae_k": 0}, "model.iwae_k=0 must be positive"),
 ])
 def test_bad_options_raise_one_line_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         tiny_vae(**kwargs)
 
 
-@pytest.mark.parametrize("scale, expected", [("learned", "floor"), ("fixed", "fixed")])
-def test_decoder_scale_is_floored_when_learned_and_constant_when_fixed(scale, expected):
-    model = tiny_vae(scale=scale, min_scale=0.3, fixed_scale=0.2)
-    with torch.no_grad():
-        model.decoder.stem[0].bias.normal_(0, 30)  # drive the raw log-scales far below the floor too
-        _, log_scale = model.decode(torch.randn(16, 4))
-    if expected == "floor":
-        assert log_scale.min().item() == pytest.approx(math.log(0.3)) and log_scale.max() > math.log(0.3)
-    else:
-        torch.testing.assert_close(log_scale, torch.full_like(log_scale, math.log(0.2)))
+@pytest.mark.parametrize("kwargs, message", [
+    ({"widths": (8, 0)}, "model.encoder.widths=0 must be positive"), ({"widths": ()}, "model.encoder.widths=[]"),
+    ({"patch_size": 0}, "model.encoder.patch_size=0 must be positive"),
+])
+def test_network_sizes_out_of_range_name_the_key(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):
+        Encoder((1, 8, 8), 4, **kwargs)
+
+
+@pytest.mark.parametrize("likelihood, channels", [(DiscretizedLogistic(), 2), (DiscretizedGaussian(scale="fixed"), 1),
+                                                  (Bernoulli(), 1)])
+def test_the_likelihood_sets_the_decoder_output_and_its_parameters(likelihood, channels):
+    """The decoder outputs what the likelihood reads (location and log-scale, or logits), and the VAE scores
+    with that object's log_prob."""
+    torch.manual_seed(0)
+    model = tiny_vae(likelihood=likelihood)
+    out = model.decoder(torch.randn(3, 4))
+    assert out.shape == (3, channels, 8, 8)
+    loc, log_scale = model.decode(torch.randn(3, 4))
+    assert loc.shape == (3, 1, 8, 8) and (log_scale is None) == isinstance(likelihood, Bernoulli)
+    x = torch.where(torch.rand(3, 1, 8, 8) > 0.5, 1.0, -1.0)
+    torch.testing.assert_close(model.log_px(x, loc, log_scale), likelihood.log_prob(x, loc, log_scale).flatten(1).sum(1))
 
 
 def test_kl_warmup_counts_steps_in_a_buffer():
@@ -245,31 +195,36 @@ def test_free_bits_clamps_each_dimension_kl_from_below():
 
 # ---- the real configs, trained a few steps -----------------------------------------------------
 def vae_overrides(data_root: Path, steps: int, *extra: str) -> list[str]:
-    return ["model=vae", "experiment=tiny_vae", "data=mnist", f"data.root={data_root}", "data.image_size=16",
+    return ["model=vae", "experiment=smoke", "data=mnist", f"data.root={data_root}", "data.image_size=16",
             f"trainer.max_steps={steps}", "trainer.batch_size=8", "trainer.checkpoint_every=2", "trainer.sample_every=0",
             "trainer.log_every=2", "trainer.device=cpu", "trainer.progress=false", "~eval", *extra]
 
 
-@pytest.mark.parametrize("options", [
-    [], ["model.likelihood=gaussian"], ["model.likelihood=gaussian", "model.scale=fixed"],
-    ["model.likelihood=bernoulli", "model.binarize=true"],
-    ["model.sample_mode=sample", "model.kl_warmup_steps=3", "model.free_bits=0.5"],
+@pytest.mark.parametrize("options, likelihood, scale", [
+    ([], DiscretizedLogistic, "learned"),
+    (["likelihood@model.likelihood=gaussian"], DiscretizedGaussian, "learned"),
+    (["likelihood@model.likelihood=gaussian", "model.likelihood.scale=fixed"], DiscretizedGaussian, "fixed"),
+    (["model.likelihood=gaussian"], DiscretizedGaussian, "learned"),  # the shorthand: the defaults
+    (["likelihood@model.likelihood=bernoulli", "model.likelihood.binarize=true"], Bernoulli, None),
+    (["model.sample_mode=sample", "model.kl_warmup_steps=3", "model.free_bits=0.5"], DiscretizedLogistic, "learned"),
 ])
-def test_every_vae_config_composes_and_instantiates(compose_cfg, options):
+def test_every_vae_config_composes_and_instantiates(compose_cfg, options, likelihood, scale):
     cfg = compose_cfg("train", ["model=vae", *options])
     model = instantiate(cfg.model, image_shape=(1, 32, 32), _convert_="all")
-    assert isinstance(model, VAE) and model.decoder(torch.zeros(2, model.latent_dim)).shape[-2:] == (32, 32)
+    assert isinstance(model, VAE) and type(model.likelihood) is likelihood
+    assert getattr(model.likelihood, "scale", None) == scale
+    assert model.decoder(torch.zeros(2, model.latent_dim)).shape[1:] == (2 if scale == "learned" else 1, 32, 32)
 
 
 @pytest.mark.parametrize("likelihood", ["discretized_logistic", "gaussian", "bernoulli"])
 def test_smoke_train_then_sample_score_and_reload(compose_cfg, mnist_root, tmp_path, likelihood):
-    extra = [f"model.likelihood={likelihood}"] + (["model.binarize=true"] if likelihood == "bernoulli" else [])
+    extra = [f"likelihood@model.likelihood={likelihood}"] + (["model.likelihood.binarize=true"] if likelihood == "bernoulli" else [])
     train(compose_cfg("train", vae_overrides(mnist_root, 4, *extra)), str(tmp_path / "run"))
     model, state = load_model(tmp_path / "run")
     assert state["step"] == 4 and int(model.steps_done) == 4
     g = torch.Generator().manual_seed(0)
     images = model.sample(5, generator=g)
-    assert images.shape == (5, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
+    assert images.shape == (5, 1, 16, 16) and torch.equal(images, model.sample(5, generator=torch.Generator().manual_seed(0)))
     bpd = model.bits_per_dim(torch.full((3, 1, 16, 16), 255, dtype=torch.uint8), g)
     assert all(bool(torch.isfinite(v).all()) and bool((v > 0).all()) for v in bpd.values())
     panels = model.diagnostic_images(torch.rand(8, 1, 16, 16, generator=g) * 2 - 1, g)
@@ -305,16 +260,18 @@ def test_resume_is_exact(compose_cfg, mnist_root, tmp_path):
 
 def test_eval_records_active_units_on_the_held_out_images(compose_cfg, mnist_root, tmp_path):
     from genbench.data import mnist
-    from genbench.evaluate import evaluate_run, scalars
+    from hydra.utils import instantiate
+
     from genbench.models.vae import active_units
+    from genbench.tblog import scalars
 
     train(compose_cfg("train", vae_overrides(mnist_root, 2)), str(tmp_path / "run"))
     eval_cfg = compose_cfg("eval", ["eval=smoke", "eval.extractor=fmnist-cnn", "eval.num_samples=24", "eval.num_reference=32",
                                     "eval.metrics.metrics=[fid]", "eval.likelihood_images=12", "eval.diagnostic_images=4",
                                     "eval.batch_size=24", f"eval.cache_dir={tmp_path / 'cache'}"]).eval
-    record = evaluate_run(tmp_path / "run", eval_cfg, torch.device("cpu"))
+    record = instantiate(eval_cfg, _convert_="all").evaluate_run(tmp_path / "run", torch.device("cpu"))
     model, _ = load_model(tmp_path / "run")
-    test = model.observe(mnist(root=str(mnist_root), image_size=16).split("test")[:12].float() / 127.5 - 1)
+    test = model.likelihood.observe(mnist(root=str(mnist_root), image_size=16).split("test")[:12].float() / 127.5 - 1)
     expected = int(active_units(model.encode(test)[0]))
     assert record["latent"] == {"active_units": expected, "latent_dim": model.latent_dim}
     assert scalars(record)["eval/active_units"] == expected

@@ -42,6 +42,8 @@ class LossTerm:
 class GenerativeModel(nn.Module):
     """Base class of the families; see the module docstring for the contract."""
 
+    ema_skip: tuple[str, ...] = ()  # names of child modules the Trainer's EMA does not average (a GAN's "D")
+
     def optimizers(self, make: OptimizerFactory) -> dict[str, torch.optim.Optimizer]:
         return {"model": make(self.parameters())}
 

@@ -6,11 +6,12 @@ Papers:
 - Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting", arXiv:2303.09556.
 
 Forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), in closed form
-q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (eq. 4). The network predicts eps, x_0
-or v; all three are converted to x_0 and eps in one place (`_to_x0_eps`). Training minimises
-L_simple (eq. 14), optionally min-SNR weighted. Sampling is delegated to a sampler from
+q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (eq. 4). What the network predicts is an
+object picked by `_target_` (conf/prediction/: `EpsPrediction`, `X0Prediction`, `VPrediction`), which
+knows its regression target, how to turn a prediction back into (x_0, eps), and how its error scales
+against the error on x_0. Training minimises L_simple (eq. 14), optionally min-SNR weighted. Sampling is delegated to a sampler from
 `genbench.samplers` (DDPM ancestral, DDIM, DPM-Solver++). `bits_per_dim` evaluates the variational
-bound of eq. 5 with the discretized decoder of eq. 13. Index i = 0..T-1 stands for the paper's t = i + 1.
+bound of eq. 5 with the discretized decoder of eq. 13 (`genbench.likelihoods`). Index i = 0..T-1 stands for the paper's t = i + 1.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from genbench.models.base import GenerativeModel, LossTerm, OptimizerFactory, randn
+from genbench.likelihoods import discretized_gaussian_log_prob
+from genbench.models.base import GenerativeModel, LossTerm, randn
 from genbench.samplers import DDPM, Sampler
 from genbench.schedules import NoiseSchedule
 from genbench.validate import check_choice, check_positive
 
-Prediction = Literal["eps", "x0", "v"]
 Weighting = Literal["uniform", "min_snr"]
 
 
@@ -36,32 +37,96 @@ def _gather(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return a[t][:, None, None, None]
 
 
+# ---- what the network predicts ---------------------------------------------------------------
+# Each in terms of alpha_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t), with x_t = alpha_t x_0
+# + sigma_t eps (eq. 4), broadcastable (N, 1, 1, 1) tensors.
+class Prediction:
+    """The network's output parameterisation: its target, its inverse, and its error scale."""
+
+    def target(self, x_0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_x0_eps(self, out: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor,
+                  sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_0, eps) from the network output, inverting eq. 4 (and the target's definition)."""
+        raise NotImplementedError
+
+    def error_scale(self, snr: torch.Tensor) -> torch.Tensor:
+        """||target error||^2 / ||x_0 error||^2 at SNR = alpha^2 / sigma^2, the same for every error."""
+        raise NotImplementedError
+
+
+class EpsPrediction(Prediction):
+    """eps_theta(x_t, t) (Ho et al. 2020, eq. 11): x_0 = (x_t - sigma eps) / alpha, so an error on eps
+    is alpha / sigma times the error it makes on x_0, and its square SNR times larger."""
+
+    def target(self, x_0, eps, alpha, sigma):
+        return eps
+
+    def to_x0_eps(self, out, x_t, alpha, sigma):
+        return (x_t - sigma * out) / alpha, out
+
+    def error_scale(self, snr):
+        return snr
+
+
+class X0Prediction(Prediction):
+    """x_0 itself: eps = (x_t - alpha x_0) / sigma."""
+
+    def target(self, x_0, eps, alpha, sigma):
+        return x_0
+
+    def to_x0_eps(self, out, x_t, alpha, sigma):
+        return out, (x_t - alpha * out) / sigma
+
+    def error_scale(self, snr):
+        return torch.ones_like(snr)
+
+
+class VPrediction(Prediction):
+    """v = alpha eps - sigma x_0 (Salimans & Ho 2022, Sec. 4 and App. D): x_0 = alpha x_t - sigma v,
+    eps = sigma x_t + alpha v, so an error on v is 1 / sigma times the error it makes on x_0, and its
+    square 1 / sigma^2 = SNR + 1 times larger."""
+
+    def target(self, x_0, eps, alpha, sigma):
+        return alpha * eps - sigma * x_0
+
+    def to_x0_eps(self, out, x_t, alpha, sigma):
+        return alpha * x_t - sigma * out, sigma * x_t + alpha * out
+
+    def error_scale(self, snr):
+        return snr + 1
+
+
+PredictionName = Literal["eps", "x0", "v"]
+PREDICTIONS: dict[str, type[Prediction]] = {"eps": EpsPrediction, "x0": X0Prediction, "v": VPrediction}  # model.prediction=NAME
+
+
 class Diffusion(GenerativeModel):
     def __init__(
         self,
         image_shape: tuple[int, int, int],
         network: Callable[..., nn.Module],
         schedule: NoiseSchedule,
-        prediction: Prediction = "eps",
+        prediction: Prediction | PredictionName = "eps",
         loss_weighting: Weighting = "uniform",
         min_snr_gamma: float = 5.0,
         clip_denoised: bool = True,
         sampler: Sampler | None = None,
         vlb_timesteps: int = 100,
-        lr: float | None = None,
     ):
         super().__init__()
-        check_choice("model.prediction", prediction, Prediction)
+        if isinstance(prediction, str):  # the shorthand model.prediction=eps|x0|v
+            check_choice("model.prediction", prediction, PredictionName)
+            prediction = PREDICTIONS[prediction]()
         check_choice("model.loss_weighting", loss_weighting, Weighting)
-        if lr is not None:
-            check_positive("model.lr", lr)
-        if vlb_timesteps < 1:
-            raise ValueError(f"model.vlb_timesteps={vlb_timesteps} must be at least 1")
+        check_positive("model.min_snr_gamma", min_snr_gamma)
+        check_positive("model.vlb_timesteps", vlb_timesteps)
         self.image_shape = tuple(image_shape)
         self.net = network(image_shape=self.image_shape)
         self.schedule = schedule
         self.prediction, self.loss_weighting, self.min_snr_gamma = prediction, loss_weighting, min_snr_gamma
-        self.clip_denoised, self.vlb_timesteps, self.lr = clip_denoised, vlb_timesteps, lr
+        self.clip_denoised, self.vlb_timesteps = clip_denoised, vlb_timesteps
         self.sampler = sampler if sampler is not None else DDPM()
 
         # Coefficients in float64, stored as float32 buffers (derivable, so not in the state dict).
@@ -97,21 +162,12 @@ class Diffusion(GenerativeModel):
 
     # ---- what the network predicts -------------------------------------------------------
     def target(self, x_0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The regression target for model.prediction: eps, x_0, or v = sqrt(ab) eps - sqrt(1-ab) x_0."""
-        if self.prediction == "eps":
-            return eps
-        if self.prediction == "x0":
-            return x_0
-        return _gather(self.sqrt_alpha_bar, t) * eps - _gather(self.sqrt_one_minus_alpha_bar, t) * x_0
+        """The regression target of model.prediction at t."""
+        return self.prediction.target(x_0, eps, _gather(self.sqrt_alpha_bar, t), _gather(self.sqrt_one_minus_alpha_bar, t))
 
     def _to_x0_eps(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Convert the network output to (x_0, eps), inverting eq. 4 and the definition of v."""
-        a, s = _gather(self.sqrt_alpha_bar, t), _gather(self.sqrt_one_minus_alpha_bar, t)
-        if self.prediction == "eps":
-            return (x_t - s * out) / a, out
-        if self.prediction == "x0":
-            return out, (x_t - a * out) / s
-        return a * x_t - s * out, s * x_t + a * out  # v-prediction (Salimans & Ho 2022, Sec. 4 and App. D)
+        """Convert the network output to (x_0, eps)."""
+        return self.prediction.to_x0_eps(out, x_t, _gather(self.sqrt_alpha_bar, t), _gather(self.sqrt_one_minus_alpha_bar, t))
 
     def predict_x0_eps(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The denoiser's estimates of x_0 and eps at (x_t, t); x_0 is clipped to [-1, 1] if clip_denoised."""
@@ -123,17 +179,13 @@ class Diffusion(GenerativeModel):
 
     # ---- training ------------------------------------------------------------------------
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-sample weight: 1 (L_simple, eq. 14) or min-SNR-gamma (Hang et al. 2023, eq. 10) expressed
-        for the chosen target: min(SNR, g)/SNR for eps, min(SNR, g) for x_0, min(SNR, g)/(SNR + 1) for v."""
+        """Per-sample weight: 1 (L_simple, eq. 14) or min-SNR-gamma (Hang et al. 2023, eq. 10), which weighs
+        the error on x_0 by min(SNR, gamma): on the chosen target that is min(SNR, gamma) / error_scale(SNR),
+        i.e. min(SNR, g)/SNR for eps, min(SNR, g) for x_0, min(SNR, g)/(SNR + 1) for v."""
         if self.loss_weighting == "uniform":
             return torch.ones_like(t, dtype=torch.float32)
         snr = self.snr[t]
-        clipped = snr.clamp(max=self.min_snr_gamma)
-        return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.prediction]
-
-    def optimizers(self, make: OptimizerFactory) -> dict[str, torch.optim.Optimizer]:
-        """One optimizer; model.lr overrides the optim config's (null = optim.lr)."""
-        return {"model": make(self.parameters(), **({} if self.lr is None else {"lr": self.lr}))}
+        return snr.clamp(max=self.min_snr_gamma) / self.prediction.error_scale(snr)
 
     def training_losses(self, batch: torch.Tensor) -> Iterator[LossTerm]:
         """Algorithm 1: t ~ U{1..T}, eps ~ N(0, I), regress the target on the network output."""
@@ -182,7 +234,8 @@ class Diffusion(GenerativeModel):
         t0 = torch.zeros(n, dtype=torch.long, device=self.device)
         x_1 = self.q_sample(x_0, t0, randn(x_0.shape, generator, self.device))
         x0_hat, _ = self._to_x0_eps(self.net(x_1, t0).float(), x_1, t0)
-        decoder = -sum_dims(discretized_gaussian_log_likelihood(x_0, x0_hat, math.sqrt(self.schedule.betas[0].item())))
+        log_sigma_1 = torch.full_like(x0_hat, 0.5 * math.log(self.schedule.betas[0].item()))  # sigma_1^2 = beta_1
+        decoder = -sum_dims(discretized_gaussian_log_prob(x_0, x0_hat, log_sigma_1))
 
         # sum_{t=2}^T L_{t-1}: K stratified indices per image in 1..T-1
         k = min(self.vlb_timesteps, T - 1)
@@ -203,13 +256,3 @@ class Diffusion(GenerativeModel):
         terms = terms * (T - 1) / k
         return {"vlb": (prior + terms + decoder) * to_bits, "vlb_prior": prior * to_bits, "vlb_decoder": decoder * to_bits}
 
-
-def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
-    """log P(x) per pixel for x on the 256 levels of [-1, 1]: the mass of N(mean, std^2) on the bin
-    [x - 1/255, x + 1/255], with the outer bins extended to -inf and +inf (Ho et al. 2020 eq. 13)."""
-    upper = torch.special.ndtr((x + 1 / 255 - mean) / std)
-    lower = torch.special.ndtr((x - 1 / 255 - mean) / std)
-    log_cdf_upper = torch.special.log_ndtr((x + 1 / 255 - mean) / std)  # used at x = -1
-    log_sf_lower = torch.special.log_ndtr(-(x - 1 / 255 - mean) / std)  # used at x = +1
-    log_mass = torch.log((upper - lower).clamp(min=1e-12))
-    return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_sf_lower, log_mass))

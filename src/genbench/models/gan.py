@@ -13,16 +13,19 @@ Papers:
   with gradient penalty (eq. 3; Algorithm 1: lambda = 10, n_critic = 5).
 - Mescheder, Geiger & Nowozin 2018, "Which Training Methods for GANs do actually Converge?",
   arXiv:1801.04406: the R1 penalty (eq. 9), applied lazily as in Karras et al. 2020, arXiv:1912.04958, Sec. 3.1.
-- Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule", arXiv:1706.08500: lr_g != lr_d.
-- Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training", arXiv:2006.10738.
+- Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule", arXiv:1706.08500: D's learning
+  rate d_lr_ratio times G's (optim.lr).
+- Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training", arXiv:2006.10738
+  (genbench.augment).
 - Brock, Donahue & Simonyan 2019, "Large Scale GAN Training", arXiv:1809.11096: "standing statistics".
 
 Every loss reads D's logit l = D(x) (the critic value for WGAN-GP): for the probabilistic losses
 D(x) = sigmoid(l), so log D(x) = -softplus(-l) and log(1 - D(x)) = -softplus(l). The Trainer keeps an
-EMA copy of the whole model and samples from it, so samples come from the EMA of G. That copy
-averages G's weights but not its batch-norm statistics (they are copied from the trained G, whose
-activations differ), so before sampling in eval mode G's batch-norm statistics are re-estimated
-from its own outputs on fixed noise (`standing_statistics`).
+EMA copy of the model (D excluded: `ema_skip`) and samples from it, so samples come from the EMA of G.
+That copy averages G's weights but not its batch-norm statistics (they are copied from the trained G,
+whose activations differ), so before sampling in eval mode G's batch-norm statistics are re-estimated
+from its own outputs on fixed noise (`standing_statistics`, with torch's `swa_utils.update_bn`).
+Both networks' optimizers are built from optim (conf/optim/, with the GAN values of conf/family/gan.yaml).
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+from torch.optim.swa_utils import update_bn
 
+from genbench.augment import Policy, check_policies, diff_augment
 from genbench.models.base import GenerativeModel, LossTerm, OptimizerFactory, randn
 from genbench.validate import check_choice, check_positive
 
 log = logging.getLogger(__name__)
 Loss = Literal["minimax", "nonsaturating", "hinge", "wgan_gp", "lsgan"]
-Augment = Literal["color", "translation", "cutout"]
 
 
 # ---- objectives ----------------------------------------------------------------------------
@@ -99,49 +103,6 @@ def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-# ---- DiffAugment (Zhao et al. 2020): the same random transforms for real and fake images -------
-def _rand(x: torch.Tensor) -> torch.Tensor:
-    return torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
-
-
-def augment_color(x: torch.Tensor) -> torch.Tensor:
-    """Brightness in [-0.5, 0.5], saturation x[0, 2], contrast x[0.5, 1.5]."""
-    x = x + (_rand(x) - 0.5)
-    mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (2 * _rand(x)) + mean
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_rand(x) + 0.5) + mean
-
-
-def augment_translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
-    """Shift each image by up to ratio * size pixels, filling with zeros."""
-    n, _, h, w = x.shape
-    sy, sx = round(h * ratio), round(w * ratio)
-    dy = torch.randint(-sy, sy + 1, (n, 1, 1), device=x.device)
-    dx = torch.randint(-sx, sx + 1, (n, 1, 1), device=x.device)
-    rows = (torch.arange(h, device=x.device)[None, :, None] + dy + 1).clamp(0, h + 1)  # (N, H, 1) in the padded image
-    cols = (torch.arange(w, device=x.device)[None, None, :] + dx + 1).clamp(0, w + 1)  # (N, 1, W)
-    padded = F.pad(x, (1, 1, 1, 1))
-    out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols]  # (N, H, W, C)
-    return out.permute(0, 3, 1, 2)
-
-
-def augment_cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
-    """Zero a ratio * size square at a random centre of each image."""
-    n, _, h, w = x.shape
-    ch, cw = round(h * ratio), round(w * ratio)
-    top = torch.randint(0, h, (n, 1, 1), device=x.device) - ch // 2
-    left = torch.randint(0, w, (n, 1, 1), device=x.device) - cw // 2
-    rows, cols = torch.arange(h, device=x.device)[None, :, None], torch.arange(w, device=x.device)[None, None, :]
-    inside = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)  # (N, H, W)
-    return x * (~inside)[:, None].to(x.dtype)
-
-
-AUGMENTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "color": augment_color, "translation": augment_translation, "cutout": augment_cutout,
-}
-
-
 @contextmanager
 def frozen(module: nn.Module):
     """Build the graph with `module`'s parameters out of it, so a backward leaves them no gradient."""
@@ -161,27 +122,6 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             _spectral_norm(m)
     return module
-
-
-@torch.no_grad()
-def standing_statistics(G: nn.Module, latent_dim: int, num: int, batch_size: int = 256, seed: int = 0) -> None:
-    """Set the running mean and variance of every batch-norm layer of G to their averages over the batches
-    that `num` latents from a fixed seed produce (Brock et al. 2019), then leave G in eval mode."""
-    layers = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not layers or num <= 0:
-        return
-    device = next(G.parameters()).device
-    momenta = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches below
-    G.train()
-    generator = torch.Generator().manual_seed(seed)
-    for i in range(0, num, batch_size):
-        G(randn((min(batch_size, num - i), latent_dim), generator, device))
-    for m, momentum in zip(layers, momenta):
-        m.momentum = momentum
-    G.eval()
 
 
 class CollapseMonitor:
@@ -206,7 +146,7 @@ class CollapseMonitor:
     def _check(self, step: int) -> None:
         if self.acc and (acc := torch.stack(self.acc).mean().item()) > self.max_accuracy:
             log.warning("step %d: D's accuracy was %.3f over the last %d D steps: D has saturated and G gets little "
-                        "signal (consider model.loss, model.lr_d, model.spectral_norm, model.r1_gamma or model.diff_augment)",
+                        "signal (consider model.loss, model.d_lr_ratio, model.spectral_norm, model.r1_gamma or model.diff_augment)",
                         step, acc, self.every)
         spread = {k: torch.stack(v).std().item() for k, v in self.losses.items() if len(v) > 1}
         scale = {k: 1 + torch.stack(v).mean().abs().item() for k, v in self.losses.items() if len(v) > 1}
@@ -219,6 +159,8 @@ class CollapseMonitor:
 
 
 class GAN(GenerativeModel):
+    ema_skip = ("D",)  # the Trainer's EMA averages G only: samples need no averaged D
+
     def __init__(
         self,
         image_shape: tuple[int, int, int],
@@ -231,25 +173,22 @@ class GAN(GenerativeModel):
         r1_gamma: float = 0.0,
         r1_interval: int = 16,
         spectral_norm: bool = False,
-        diff_augment: Sequence[Augment] = (),
-        lr_g: float | None = None,
-        lr_d: float | None = None,
-        betas: tuple[float, float] | None = (0.5, 0.999),
+        diff_augment: Sequence[Policy] = (),
+        d_lr_ratio: float = 1.0,
         standing_stats: int = 512,
         monitor_every: int = 500,
         max_accuracy: float = 0.99,
     ):
         super().__init__()
         check_choice("model.loss", loss, Loss)
-        for name in diff_augment:
-            check_choice("model.diff_augment", name, Augment)
+        self.diff_augment = check_policies(diff_augment)
         self.objective = OBJECTIVES[loss]
         self.n_critic = self.objective.n_critic if n_critic is None else n_critic
         self.gp_lambda = self.objective.gp_lambda if gp_lambda is None else gp_lambda
         for name, value, zero_ok in [("latent_dim", latent_dim, False), ("n_critic", self.n_critic, False),
                                      ("gp_lambda", self.gp_lambda, True), ("r1_gamma", r1_gamma, True),
                                      ("r1_interval", r1_interval, False), ("standing_stats", standing_stats, True),
-                                     ("monitor_every", monitor_every, True)]:
+                                     ("monitor_every", monitor_every, True), ("d_lr_ratio", d_lr_ratio, False)]:
             check_positive(f"model.{name}", value, allow_zero=zero_ok)
         self.image_shape, self.loss, self.latent_dim = tuple(image_shape), loss, latent_dim
         self.G = generator(image_shape=self.image_shape, latent_dim=latent_dim)
@@ -259,30 +198,28 @@ class GAN(GenerativeModel):
         if self.gp_lambda > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.D.modules()):
             log.warning("model.gp_lambda=%g with batch norm in D: the gradient penalty is per image and batch norm "
                         "mixes images (Gulrajani et al. Sec. 4 drop it); set model.discriminator.norm=none", self.gp_lambda)
-        self.r1_gamma, self.r1_interval = r1_gamma, r1_interval
-        self.diff_augment = list(diff_augment)
-        self.lr_g, self.lr_d, self.betas = lr_g, lr_d, None if betas is None else tuple(betas)
+        self.r1_gamma, self.r1_interval, self.d_lr_ratio = r1_gamma, r1_interval, d_lr_ratio
         self.standing_stats = standing_stats
         # D steps so far: picks the steps that train G (n_critic) and R1 (r1_interval); a buffer, so resume is exact
         self.register_buffer("num_d_steps", torch.zeros((), dtype=torch.long))
         self.monitor = CollapseMonitor(monitor_every, max_accuracy)
 
     def optimizers(self, make: OptimizerFactory) -> dict[str, torch.optim.Optimizer]:
-        """One optimizer per network; lr_d, lr_g and betas override the optim config's (TTUR)."""
-
-        def overrides(lr: float | None) -> dict:
-            return {k: v for k, v in (("lr", lr), ("betas", self.betas)) if v is not None}
-
-        return {"d": make(self.D.parameters(), **overrides(self.lr_d)), "g": make(self.G.parameters(), **overrides(self.lr_g))}
-
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.diff_augment:
-            x = AUGMENTS[name](x)
-        return x
+        """One optimizer per network, both from `make` (optim); D's learning rate is d_lr_ratio times G's (TTUR)."""
+        d, g = make(self.D.parameters()), make(self.G.parameters())
+        if self.d_lr_ratio != 1.0:
+            for group in d.param_groups:
+                group["lr"] *= self.d_lr_ratio
+            log.info("TTUR: D's learning rate is %g x optim.lr = %g", self.d_lr_ratio, d.param_groups[0]["lr"])
+        return {"d": d, "g": g}
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
-        """D's logits on (augmented) images: (N, C, H, W) -> (N,)."""
-        return self.D(self.augment(x))
+        """D's logits on (DiffAugmented) images: (N, C, H, W) -> (N,). D is handed a view, never a leaf that
+        requires grad: module backward hooks (torch.utils.flop_counter's, in genbench.compute) refuse such
+        leaves inside the autograd.grad calls of the gradient penalty and R1."""
+        if x.is_leaf and x.requires_grad:
+            x = x.view_as(x)
+        return self.D(diff_augment(x, self.diff_augment))
 
     def _stats(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mean D(x) and D(G(z)) (critic values for WGAN-GP) and D's accuracy at its decision boundary."""
@@ -330,11 +267,20 @@ class GAN(GenerativeModel):
         self.monitor.end_step(step + 1)
 
     @torch.no_grad()
+    def standing_statistics(self, batch_size: int = 256, seed: int = 0) -> None:
+        """Set the running mean and variance of every batch-norm layer of G to their averages over the
+        batches that `standing_stats` latents from a fixed seed produce (Brock et al. 2019), with torch's
+        `update_bn` (a cumulative average: momentum None). G keeps its train/eval mode."""
+        num, generator = self.standing_stats, torch.Generator().manual_seed(seed)
+        update_bn([randn((min(batch_size, num - i), self.latent_dim), generator, self.device)
+                   for i in range(0, num, batch_size)], self.G)
+
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """x = G(z), z ~ N(0, I); in eval mode with G's standing batch-norm statistics, so every image
         depends on its own z only, whatever n."""
         if not self.G.training:
-            standing_statistics(self.G, self.latent_dim, self.standing_stats)
+            self.standing_statistics()
         z = randn((n, self.latent_dim), generator, self.device)
         return self.G(z).clamp(-1, 1)
 
@@ -346,7 +292,7 @@ class GAN(GenerativeModel):
         t = torch.linspace(0, 1, steps, device=self.device)[None, :, None]  # (1, steps, 1)
         z = (1 - t) * z0 + t * z1  # (rows, steps, latent_dim)
         if not self.G.training:
-            standing_statistics(self.G, self.latent_dim, self.standing_stats)
+            self.standing_statistics()
         return {"interpolations": self.G(z.reshape(rows * steps, -1)).clamp(-1, 1)}
 
     def sampling_info(self) -> dict[str, object]:

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from genbench.validate import check_choice
+from genbench.validate import check_choice, check_positive
 
 Norm = Literal["batch", "none"]
 
@@ -52,6 +52,8 @@ class Generator(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 128, width: int = 64, norm: Norm = "batch"):
         super().__init__()
         check_choice("model.generator.norm", norm, Norm)
+        check_positive("model.generator.width", width)
+        check_positive("model.latent_dim", latent_dim)
         stages = num_stages(image_shape)
         ch = width * 2**stages  # width at 4x4
         layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=norm == "none"),  # 1x1 -> 4x4
@@ -74,6 +76,7 @@ class Discriminator(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], width: int = 64, norm: Norm = "none"):
         super().__init__()
         check_choice("model.discriminator.norm", norm, Norm)
+        check_positive("model.discriminator.width", width)
         stages = num_stages(image_shape)
         ch = width
         layers: list[nn.Module] = [nn.Conv2d(image_shape[0], ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]  # H -> H/2, no norm (Sec. 3)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genbench.networks.dcgan import Norm, norm_layer, num_stages
-from genbench.validate import check_choice
+from genbench.validate import check_choice, check_positive
 
 
 class UpBlock(nn.Module):
@@ -55,6 +55,8 @@ class Generator(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 128, width: int = 256, norm: Norm = "batch"):
         super().__init__()
         check_choice("model.generator.norm", norm, Norm)
+        check_positive("model.generator.width", width)
+        check_positive("model.latent_dim", latent_dim)
         blocks = num_stages(image_shape) + 1  # 4x4 -> H
         self.width, self.latent_dim = width, latent_dim
         self.linear = nn.Linear(latent_dim, 4 * 4 * width)
@@ -72,6 +74,7 @@ class Discriminator(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], width: int = 128, norm: Norm = "none"):
         super().__init__()
         check_choice("model.discriminator.norm", norm, Norm)
+        check_positive("model.discriminator.width", width)
         downs = num_stages(image_shape)  # H -> 8x8
         layers = [DownBlock(image_shape[0], width, norm, down=True, first=True)]
         layers += [DownBlock(width, width, norm, down=True) for _ in range(downs - 1)]

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genbench.validate import check_positive
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     """Sinusoidal embedding of (N,) timesteps into (N, dim), as in Vaswani et al. 2017."""
@@ -76,6 +78,13 @@ class UNet(nn.Module):
         patch_size: int = 1,
     ):
         super().__init__()
+        for name, value in [("base_channels", base_channels), ("num_res_blocks", num_res_blocks), ("num_groups", num_groups),
+                            ("patch_size", patch_size), *[("channel_mults", m) for m in channel_mults]]:
+            check_positive(f"model.network.{name}", value)
+        if not channel_mults:
+            raise ValueError("model.network.channel_mults=[] must list at least one multiplier, e.g. [1, 2]")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"model.network.dropout={dropout} must be in [0, 1)")
         c_img, height, width = image_shape
         factor = patch_size * 2 ** (len(channel_mults) - 1)
         if height % factor or width % factor:

@@ -14,6 +14,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genbench.validate import check_positive
+
+
+def _check_sizes(key: str, latent_dim: int, widths: tuple[int, ...], patch_size: int) -> None:
+    """One-line errors for sizes out of range, naming `key` (model.encoder or model.decoder)."""
+    check_positive("model.latent_dim", latent_dim)
+    check_positive(f"{key}.patch_size", patch_size)
+    if not widths:
+        raise ValueError(f"{key}.widths=[] must list at least one width, e.g. [32, 64]")
+    for width in widths:
+        check_positive(f"{key}.widths", width)
+
 
 def _bottom_resolution(image_shape: tuple[int, int, int], levels: int, patch_size: int) -> tuple[int, int]:
     """(h, w) after folding p x p patches and `levels` halvings; raises unless the image divides evenly."""
@@ -34,6 +46,7 @@ class Encoder(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, widths: tuple[int, ...] = (32, 64, 128),
                  patch_size: int = 1):
         super().__init__()
+        _check_sizes("model.encoder", latent_dim, widths, patch_size)
         h, w = _bottom_resolution(image_shape, len(widths), patch_size)
         self.fold = nn.PixelUnshuffle(patch_size)  # p x p patches into channels: 1/p^2 of the positions
         layers, c = [], image_shape[0] * patch_size**2
@@ -53,6 +66,7 @@ class Decoder(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, out_channels: int,
                  widths: tuple[int, ...] = (32, 64, 128), patch_size: int = 1):
         super().__init__()
+        _check_sizes("model.decoder", latent_dim, widths, patch_size)
         h, w = _bottom_resolution(image_shape, len(widths), patch_size)
         widths = list(widths)[::-1]  # deepest first
         self.stem = nn.Sequential(nn.Linear(latent_dim, widths[0] * h * w), nn.SiLU(), nn.Unflatten(1, (widths[0], h, w)))
