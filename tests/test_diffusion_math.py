@@ -53,6 +53,10 @@ def test_bad_schedule_values_raise():
         linear(10, beta_start=0.1, beta_end=0.01)
     with pytest.raises(ValueError, match="num_timesteps"):
         cosine(1)
+    with pytest.raises(ValueError, match=r"schedule\.max_beta=1\.5"):
+        cosine(10, max_beta=1.5)
+    with pytest.raises(ValueError, match=r"schedule\.s=-0\.1"):
+        cosine(10, s=-0.1)
 
 
 def test_q_sample_moments_match_closed_form():

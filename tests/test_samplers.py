@@ -56,6 +56,15 @@ def test_spacings_follow_their_definitions():
         timesteps(50, 5, "uniform")
 
 
+@pytest.mark.parametrize("make, message", [(lambda: DDIM(steps=0), r"sampler\.steps=0 must be at least 1"),
+                                           (lambda: DPMSolverPP2M(spacing="uniform"), r"sampler\.spacing='uniform'"),
+                                           (lambda: DDPM(variance="sigma"), r"sampler\.variance='sigma'"),
+                                           (lambda: DDIM(eta=-1.0), r"sampler\.eta=-1\.0")])
+def test_bad_sampler_values_fail_when_built(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
 def test_ddpm_full_chain_is_algorithm_2():
     """x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - ab_t) eps) + sigma_t z, with sigma_t^2 = beta_t."""
     model = gaussian_model(0.3, 0.5, T=100)

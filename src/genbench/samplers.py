@@ -64,6 +64,13 @@ class Sampler:
     steps: int | None = None  # K; None = all T
     spacing: Spacing = "leading"
 
+    def __post_init__(self) -> None:
+        """Out-of-range values fail when the sampler is built, not at the first sample; steps <= T is
+        checked against the schedule when sampling."""
+        check_choice("sampler.spacing", self.spacing, Spacing)
+        if self.steps is not None and (isinstance(self.steps, bool) or self.steps < 1):
+            raise ValueError(f"sampler.steps={self.steps} must be at least 1 (or null for all T timesteps)")
+
     def nfe(self, num_timesteps: int) -> int:
         """Network evaluations per sample on a T-step schedule."""
         return len(timesteps(num_timesteps, self.steps, self.spacing))
@@ -77,6 +84,7 @@ class DDPM(Sampler):
     variance: Variance = "beta_tilde"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("sampler.variance", self.variance, Variance)
 
     @torch.no_grad()
@@ -104,6 +112,7 @@ class DDIM(Sampler):
     spacing: Spacing = "leading"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.eta < 0:
             raise ValueError(f"sampler.eta={self.eta} must be >= 0")
 

@@ -47,6 +47,11 @@ def _check_steps(num_timesteps: int) -> None:
         raise ValueError(f"schedule.num_timesteps must be at least 2, got {num_timesteps}")
 
 
+def _check_max_beta(max_beta: float) -> None:
+    if not 0 < max_beta < 1:
+        raise ValueError(f"schedule.max_beta={max_beta} must be in (0, 1), e.g. 0.999")
+
+
 def linear(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
     """Ho et al. 2020, Sec. 4: beta_t from beta_start to beta_end, linearly in t."""
     _check_steps(num_timesteps)
@@ -63,6 +68,9 @@ def _betas_from_alpha_bar(alpha_bar: torch.Tensor, max_beta: float) -> torch.Ten
 def cosine(num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
     """Nichol & Dhariwal 2021 eq. 17: alpha_bar_t = f(t) / f(0), f(t) = cos^2((t/T + s) / (1 + s) * pi/2)."""
     _check_steps(num_timesteps)
+    _check_max_beta(max_beta)
+    if s < 0:
+        raise ValueError(f"schedule.s={s} must be non-negative (the paper's offset is 0.008)")
     t = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
     f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     return NoiseSchedule(_betas_from_alpha_bar(f / f[0], max_beta))
@@ -74,6 +82,7 @@ def sigmoid(
     """Jabri et al. 2022 / Chen 2023 Alg. 1: alpha_bar_t = (-sig((t (end - start) + start) / tau) + sig(end / tau))
     / (sig(end / tau) - sig(start / tau)), for t in [0, 1]."""
     _check_steps(num_timesteps)
+    _check_max_beta(max_beta)
     if not start < end or tau <= 0:
         raise ValueError(f"sigmoid schedule needs start < end and tau > 0, got {start}, {end}, {tau}")
     t = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
