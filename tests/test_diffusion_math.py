@@ -174,11 +174,12 @@ def test_out_of_range_values_name_the_key(kwargs, key):
         tiny_diffusion(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, key", [({"base_channels": 0}, "model.network.base_channels"), ({"num_res_blocks": -1}, "model.network.num_res_blocks"),
-                                         ({"channel_mults": (1, 0)}, "model.network.channel_mults"), ({"channel_mults": ()}, "model.network.channel_mults"),
-                                         ({"patch_size": 0}, "model.network.patch_size"), ({"dropout": 1.0}, "model.network.dropout")])
+@pytest.mark.parametrize("kwargs, key", [
+    ({"base_channels": 0}, "base_channels"), ({"num_res_blocks": -1}, "num_res_blocks"), ({"channel_mults": (1, 0)}, "channel_mults"),
+    ({"channel_mults": ()}, "channel_mults"), ({"patch_size": 0}, "patch_size"), ({"dropout": 1.0}, "dropout"),
+])
 def test_unet_sizes_out_of_range_name_the_key(kwargs, key):
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")) as info:
+    with pytest.raises(ValueError, match=rf"model\.network\.{key}=") as info:
         UNet((1, 8, 8), **{"num_groups": 4, **kwargs})
     assert "\n" not in str(info.value)
 

@@ -147,9 +147,11 @@ def test_bernoulli_observes_binary_data_only_unless_asked_to_binarize():
     assert Bernoulli(binarize=True).key_suffix == "_binarized" and Bernoulli().key_suffix == ""
 
 
-@pytest.mark.parametrize("kwargs, message", [({"scale": "per_channel"}, "model.likelihood.scale='per_channel' is not one of: learned, fixed"),
-                                             ({"min_scale": 0.0}, "model.likelihood.min_scale=0.0 must be positive"),
-                                             ({"fixed_scale": -1.0}, "model.likelihood.fixed_scale=-1.0 must be positive")])
+@pytest.mark.parametrize("kwargs, message", [
+    ({"scale": "per_channel"}, "model.likelihood.scale='per_channel' is not one of: learned, fixed"),
+    ({"min_scale": 0.0}, "model.likelihood.min_scale=0.0 must be positive"),
+    ({"fixed_scale": -1.0}, "model.likelihood.fixed_scale=-1.0 must be positive"),
+])
 def test_bad_values_are_one_line_naming_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
         DiscretizedGaussian(**kwargs)
@@ -157,6 +159,8 @@ def test_bad_values_are_one_line_naming_the_key(kwargs, message):
 
 def test_shorthand_names_build_the_default_objects():
     assert type(as_likelihood("gaussian")) is DiscretizedGaussian and as_likelihood("gaussian").min_scale == 0.5
+    assert [as_likelihood(name).name for name in ("discretized_logistic", "gaussian", "bernoulli")] == [
+        "discretized_logistic", "gaussian", "bernoulli"]
     same = Bernoulli(binarize=True)
     assert as_likelihood(same) is same
     with pytest.raises(ValueError, match="discretized_logistic, gaussian, bernoulli"):

@@ -229,7 +229,7 @@ def test_smoke_train_then_sample_score_and_reload(compose_cfg, mnist_root, tmp_p
     assert all(bool(torch.isfinite(v).all()) and bool((v > 0).all()) for v in bpd.values())
     panels = model.diagnostic_images(torch.rand(8, 1, 16, 16, generator=g) * 2 - 1, g)
     assert panels["reconstructions"].shape == (16, 1, 16, 16) and panels["interpolations"].shape == (16, 1, 16, 16)
-    assert model.sampling_info()["decoder_output"] == "mean"
+    assert model.sampling_info()["decoder_output"] == "mean" and model.sampling_info()["likelihood"] == likelihood
 
 
 def test_training_logs_recon_kl_elbo_and_active_units(compose_cfg, mnist_root, tmp_path):

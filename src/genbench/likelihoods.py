@@ -98,6 +98,7 @@ class PixelLikelihood:
     - `log_prob(x, *params)`: log P(x) per pixel, in nats;
     - `mean(*params)`: the image shown as the decoder's output; `sample(*params, generator)`: a draw."""
 
+    name = ""  # the shorthand model.likelihood=NAME, also written beside samples (sampling_info)
     key_suffix = ""  # appended to bits/dim keys when the scored data is not the 8-bit data itself
 
     def out_channels(self, channels: int) -> int:
@@ -117,10 +118,6 @@ class PixelLikelihood:
 
     def sample(self, loc: torch.Tensor, log_scale: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
-
-    @property
-    def name(self) -> str:
-        return type(self).__name__
 
 
 class _Binned(PixelLikelihood):
@@ -161,6 +158,8 @@ class _Binned(PixelLikelihood):
 class DiscretizedLogistic(_Binned):
     """logistic(mu, s) on the levels (Salimans et al. 2017, Sec. 2.1)."""
 
+    name = "discretized_logistic"
+
     def log_prob(self, x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor | None) -> torch.Tensor:
         return discretized_logistic_log_prob(x, loc, log_scale)
 
@@ -171,6 +170,8 @@ class DiscretizedLogistic(_Binned):
 
 class DiscretizedGaussian(_Binned):
     """N(mu, sigma^2) on the levels (Ho et al. 2020, eq. 13); s is sigma."""
+
+    name = "gaussian"
 
     def log_prob(self, x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor | None) -> torch.Tensor:
         return discretized_gaussian_log_prob(x, loc, log_scale)
@@ -183,6 +184,8 @@ class DiscretizedGaussian(_Binned):
 class Bernoulli(PixelLikelihood):
     """Bernoulli(sigmoid(logits)) on x = 1 (pixel 255) against x = -1 (pixel 0): for binary data, or for
     grey data thresholded at 128 with binarize=true (then the bound is on the binarized images)."""
+
+    name = "bernoulli"
 
     def __init__(self, binarize: bool = False):
         self.binarize = binarize
@@ -211,9 +214,7 @@ class Bernoulli(PixelLikelihood):
 
 
 LikelihoodName = Literal["discretized_logistic", "gaussian", "bernoulli"]
-LIKELIHOODS: dict[str, type[PixelLikelihood]] = {  # the shorthand model.likelihood=NAME, with default arguments
-    "discretized_logistic": DiscretizedLogistic, "gaussian": DiscretizedGaussian, "bernoulli": Bernoulli,
-}
+LIKELIHOODS: dict[str, type[PixelLikelihood]] = {cls.name: cls for cls in (DiscretizedLogistic, DiscretizedGaussian, Bernoulli)}
 
 
 def as_likelihood(value: PixelLikelihood | str, key: str = "model.likelihood") -> PixelLikelihood:

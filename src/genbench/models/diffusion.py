@@ -7,11 +7,13 @@ Papers:
 
 Forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), in closed form
 q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (eq. 4). What the network predicts is an
-object picked by `_target_` (conf/prediction/: `EpsPrediction`, `X0Prediction`, `VPrediction`), which
-knows its regression target, how to turn a prediction back into (x_0, eps), and how its error scales
-against the error on x_0. Training minimises L_simple (eq. 14), optionally min-SNR weighted. Sampling is delegated to a sampler from
+object picked by `_target_` (conf/prediction/: `EpsPrediction`, `X0Prediction`, `VPrediction`; the
+shorthand model.prediction=eps|x0|v builds the same), which knows its regression target, how to turn
+a prediction back into (x_0, eps), and how its error scales against the error on x_0. Training
+minimises L_simple (eq. 14), optionally min-SNR weighted. Sampling is delegated to a sampler from
 `genbench.samplers` (DDPM ancestral, DDIM, DPM-Solver++). `bits_per_dim` evaluates the variational
-bound of eq. 5 with the discretized decoder of eq. 13 (`genbench.likelihoods`). Index i = 0..T-1 stands for the paper's t = i + 1.
+bound of eq. 5 with the discretized decoder of eq. 13 (`genbench.likelihoods`, shared with the VAE).
+Index i = 0..T-1 stands for the paper's t = i + 1.
 """
 
 from __future__ import annotations

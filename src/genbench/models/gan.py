@@ -270,7 +270,9 @@ class GAN(GenerativeModel):
     def standing_statistics(self, batch_size: int = 256, seed: int = 0) -> None:
         """Set the running mean and variance of every batch-norm layer of G to their averages over the
         batches that `standing_stats` latents from a fixed seed produce (Brock et al. 2019), with torch's
-        `update_bn` (a cumulative average: momentum None). G keeps its train/eval mode."""
+        `update_bn` (a cumulative average: momentum None). G keeps its train/eval mode. standing_stats=0: off."""
+        if self.standing_stats == 0:  # update_bn would reset the statistics and then average nothing
+            return
         num, generator = self.standing_stats, torch.Generator().manual_seed(seed)
         update_bn([randn((min(batch_size, num - i), self.latent_dim), generator, self.device)
                    for i in range(0, num, batch_size)], self.G)
