@@ -90,3 +90,42 @@ def test_bash_completion_end_to_end():
     lines = result.stdout.splitlines()
     assert "model=" in lines, result.stdout + result.stderr
     assert lines[-1] == "complete -o default -o nospace -F _genbench_complete genbench"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_tab_in_an_interactive_bash():
+    """Real key presses in an interactive bash on a pseudo-terminal: TAB after `genbench train mod` offers
+    `model=` (and `model.`), and TAB after `model=di` finishes `model=diffusion`."""
+    import pty
+    import select
+    import time
+
+    def read_until(fd: int, needle: str, timeout: float = 20.0) -> str:
+        out, end = "", time.time() + timeout
+        while needle not in out and time.time() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                out += os.read(fd, 4096).decode(errors="replace")
+        return out
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: an interactive bash with genbench on its PATH
+        os.environ.update(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", PS1="$ ", OMP_NUM_THREADS="1")
+        os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+    try:
+        read_until(fd, "$ ")
+        os.write(fd, b'eval "$(genbench --completion bash)"; echo installed\n')
+        read_until(fd, "installed")
+        os.write(fd, b"genbench train mod\t")
+        shown = read_until(fd, "mod\x07el")  # the common part of model. and model= is added, with a bell
+        assert "mod\x07el" in shown, shown
+        os.write(fd, b"\t")  # "model" is still ambiguous: a bell, and the next TAB lists the candidates
+        read_until(fd, "\x07")
+        os.write(fd, b"\t")
+        listing = read_until(fd, "model=")
+        assert "model=" in listing and "model." in listing, listing
+        os.write(fd, b"=di\t")
+        assert "=diffusion " in read_until(fd, "=diffusion "), "model=di did not complete to model=diffusion"
+    finally:
+        os.write(fd, b"\x15exit\n")
+        os.waitpid(pid, 0)
