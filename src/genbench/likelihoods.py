@@ -19,6 +19,7 @@ shown as "the decoder mean", and exact draws.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -139,6 +140,9 @@ class _Binned(PixelLikelihood):
         loc, log_scale = out.chunk(2, dim=1)
         return loc, log_scale.clamp(min=math.log(self.min_scale))
 
+    def log_prob(self, x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor | None) -> torch.Tensor:
+        return self.density(x, loc, log_scale)
+
     def mean(self, loc: torch.Tensor, log_scale: torch.Tensor | None) -> torch.Tensor:
         """mu clipped to [-1, 1]: the mean of the continuous distribution before binning, and (being
         symmetric) the median of the binned one. The binned mean itself is not shown: its outer bins
@@ -150,35 +154,28 @@ class _Binned(PixelLikelihood):
         u = _uniform(loc.shape, generator, loc.device).clamp(1e-7, 1 - 1e-7)
         return to_levels(loc + torch.exp(log_scale) * self.standard_icdf(u))
 
-    @staticmethod
-    def standard_icdf(u: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    # set by each subclass: its log P(x | mu, log s) per pixel, and the inverse CDF of its standard form
+    density: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    standard_icdf: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _logit(u: torch.Tensor) -> torch.Tensor:
+    return torch.log(u) - torch.log1p(-u)
 
 
 class DiscretizedLogistic(_Binned):
-    """logistic(mu, s) on the levels (Salimans et al. 2017, Sec. 2.1)."""
+    """logistic(mu, s) on the levels (Salimans et al. 2017, Sec. 2.1); its inverse CDF is the logit."""
 
     name = "discretized_logistic"
-
-    def log_prob(self, x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor | None) -> torch.Tensor:
-        return discretized_logistic_log_prob(x, loc, log_scale)
-
-    @staticmethod
-    def standard_icdf(u: torch.Tensor) -> torch.Tensor:
-        return torch.log(u) - torch.log1p(-u)  # logit(u)
+    density, standard_icdf = staticmethod(discretized_logistic_log_prob), staticmethod(_logit)
 
 
 class DiscretizedGaussian(_Binned):
-    """N(mu, sigma^2) on the levels (Ho et al. 2020, eq. 13); s is sigma."""
+    """N(mu, sigma^2) on the levels (Ho et al. 2020, eq. 13), s = sigma; its inverse CDF is ndtri,
+    sqrt(2) erfinv(2u - 1)."""
 
     name = "gaussian"
-
-    def log_prob(self, x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor | None) -> torch.Tensor:
-        return discretized_gaussian_log_prob(x, loc, log_scale)
-
-    @staticmethod
-    def standard_icdf(u: torch.Tensor) -> torch.Tensor:
-        return torch.special.ndtri(u)  # sqrt(2) erfinv(2u - 1)
+    density, standard_icdf = staticmethod(discretized_gaussian_log_prob), staticmethod(torch.special.ndtri)
 
 
 class Bernoulli(PixelLikelihood):
