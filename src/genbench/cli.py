@@ -146,14 +146,15 @@ def verb_help(verb: str, overrides: list[str]) -> str:
         cfg = compose(verb, overrides)
     except Exception:
         cfg = compose(verb, [])
-    rows = []
+    groups = []
     choices = list(cfg.hydra.runtime.choices.items())[::-1]  # the order of the verb's defaults list
     for group, choice in sorted(choices, key=lambda item: "@" in item[0]):  # then groups nested in a choice
-        folder = Path(CONF_DIR) / group.split("@")[0]
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
-        if group.startswith("hydra") or not options:
-            continue  # Hydra's own groups (--hydra-help) and groups picked for you (conf/family/)
-        rows.append(f"  {group:<24} " + "  ".join(f"{o}*" if o == choice else o for o in options))
+        options = sorted(p.stem for p in (Path(CONF_DIR) / group.split("@")[0]).glob("*.yaml"))
+        # not shown: Hydra's own groups (--hydra-help), and presets another choice pulls in (family@_global_)
+        if options and not group.startswith("hydra") and not group.endswith("@_global_"):
+            groups.append((group, "  ".join(f"{o}*" if o == choice else o for o in options)))
+    width = max(len(g) for g, _ in groups)
+    rows = [f"  {group:<{width}}  {options}" for group, options in groups]
     nodes = {str(k): cfg._get_node(k) for k in cfg if k != "hydra"}
     settings = [f"{k}={OmegaConf.to_yaml({k: v._value()}).split(': ', 1)[1].strip()}" for k, v in nodes.items()
                 if not isinstance(v, (DictConfig, ListConfig))]

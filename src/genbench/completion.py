@@ -52,7 +52,7 @@ def _hydra_candidates(verb: str, rest: str) -> list[str]:
     # groups placed inside another node (schedule@model.schedule), which Hydra's completion does not offer
     current = rest.split(" ")[-1]
     for key in cfg.hydra.runtime.choices:
-        if "@" in key and not key.startswith("hydra"):
+        if "@" in key and not key.startswith("hydra") and not key.endswith("@_global_"):
             if "=" not in current:
                 candidates.append(f"{key}=")
             elif current.split("=", 1)[0] == key:
