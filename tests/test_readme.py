@@ -123,5 +123,24 @@ def test_config_table_lists_every_option():
         assert listed == {p.stem for p in (conf / group).glob("*.yaml")}, group
 
 
+def test_config_table_picks_compose():
+    """Each `pick with` example of the config table composes for train (or for sample / eval)."""
+    from genbench.validate import ConfigError
+
+    picks = [span for row in re.findall(r"^\| `\w+/` \|.*\| (.*?) \|$", README, flags=re.M)
+             for span in re.findall(r"`([^`]*=[^`]*)`", row) if not re.search(r"=[A-Z]+\b", span)]
+    assert len(picks) >= 8
+    for pick in picks:
+        errors = []
+        for verb in ("train", "sample", "eval"):
+            try:
+                preflight.check_command(verb, [*pick.split(), "--cfg", "job"])
+                break
+            except ConfigError as e:
+                errors.append(str(e))
+        else:
+            raise AssertionError(f"{pick}: {errors}")
+
+
 def test_version_in_readme_is_the_package_version():
     assert f"genbench {genbench.__version__}" in README
