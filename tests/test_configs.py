@@ -152,6 +152,24 @@ def test_size_smoke_shrinks_every_model(compose_cfg, model):
     assert small < 60_000 and 10 * small < parameters(compose_cfg("train", [f"model={model}"]))
 
 
+@pytest.mark.parametrize("size", options("size"))
+def test_every_size_builds_every_family(compose_cfg, size):
+    """size= resizes whichever family is chosen; a family without a file for that size keeps its default."""
+    for model in ("diffusion", "gan", "vae"):
+        cfg = compose_cfg("train", [f"model={model}", f"size={size}"])
+        own = (Path(CONF_DIR) / "size" / model / f"{size}.yaml").is_file()
+        assert (parameters(cfg) == parameters(compose_cfg("train", [f"model={model}"]))) == (not own or size == "default")
+
+
+def test_every_family_preset_is_named_by_a_model_and_every_size_file_by_a_family():
+    families = set(options("family"))
+    named = {line.split(":")[1].split("#")[0].strip() for m in options("model")
+             for line in (Path(CONF_DIR) / "model" / f"{m}.yaml").read_text().splitlines() if "/family@_global_:" in line}
+    assert named == families == {"diffusion", "gan", "vae"}
+    sizes = {p.parent.name for p in (Path(CONF_DIR) / "size").glob("*/*.yaml")}
+    assert sizes <= families and {p.stem for p in (Path(CONF_DIR) / "size").glob("*/*.yaml")} <= set(options("size"))
+
+
 # ---- every shipped combination runs one training step (#13 case 9) ------------------------------
 EXPERIMENTS = ["none", *options("experiment")]
 COMBINATIONS = list(itertools.product(options("model"), options("trainer"), EXPERIMENTS))
