@@ -142,5 +142,16 @@ def test_config_table_picks_compose():
             raise AssertionError(f"{pick}: {errors}")
 
 
+def test_layout_lists_every_module():
+    layout = README.split("## Layout", 1)[1].split("```", 2)[1]
+    # the first column of the lines under src/genbench/ (a name may continue on the next line after a comma)
+    listed = set(re.findall(r"\w+\.py|\w+/", " ".join(re.findall(r"^  (\S.*?)(?: {2,}|$)", layout, flags=re.M))))
+    package = ROOT / "src" / "genbench"
+    modules = {p.name for p in package.glob("*.py") if not p.name.startswith("__")}
+    folders = {f"{p.name}/" for p in package.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert modules | folders <= listed, sorted((modules | folders) - listed)
+    assert all((package / name).exists() for name in listed if name.endswith(".py")), listed
+
+
 def test_version_in_readme_is_the_package_version():
     assert f"genbench {genbench.__version__}" in README
