@@ -162,6 +162,11 @@ def test_sweep_sets_cover_every_value_once():
     assert preflight._override_sets(["seed=0,1"], False, {}) == [["seed=0,1"]]  # no -m: Hydra's own "several values" error
 
 
+def test_what_hydra_cannot_parse_is_left_to_hydra(capsys):
+    preflight.check_command("sample", ["run_dir=/tmp", "--cfg", "job", "num_samples=3"])  # overrides on both sides
+    assert capsys.readouterr().err == ""  # Hydra prints its own usage error, once
+
+
 def test_full_error_shows_the_traceback(monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(cli.UsageError) as info:

@@ -14,7 +14,9 @@ Ranges stay in the constructors (genbench.validate.check_positive and friends).
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import functools
+import io
 import inspect
 import os
 import re
@@ -118,8 +120,9 @@ def check_command(verb: str, rest: list[str]) -> None:
     from hydra.errors import HydraException
 
     try:
-        args = get_args_parser().parse_args(rest)
-    except SystemExit:  # a flag Hydra does not know: Hydra says so itself
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = get_args_parser().parse_args(rest)
+    except SystemExit:  # a flag Hydra does not know, or overrides on both sides of a flag: Hydra says so itself
         return
     if args.config_dir or args.config_path or args.config_name or args.hydra_help or args.info or args.shell_completion:
         return
