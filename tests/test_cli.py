@@ -264,6 +264,28 @@ def test_one_line_errors_names_the_key_of_a_failed_instantiate(capsys):
     assert err[0] == "genbench: error: model.network: TypeError: __init__() got an unexpected keyword argument 'foo'"
 
 
+def test_one_line_errors_for_a_full_disk(capsys, tmp_path):
+    import errno
+
+    from genbench.checkpoint import WriteError
+
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        @one_line_errors
+        def task():
+            raise WriteError(errno.ENOSPC, "could not write run/checkpoints/last.pt: no space left on the device")
+
+        with pytest.raises(SystemExit) as info:
+            task()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and "could not write run/checkpoints/last.pt" in err[0]
+    assert "could not write run/checkpoints/last.pt" in (tmp_path / "train.log").read_text()  # the log has it too
+
+
 # --- logging and the bar ---------------------------------------------------------------------------
 
 
