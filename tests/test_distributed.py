@@ -86,8 +86,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["diffusion", "gan", "vae"])
 def test_every_family_trains_on_two_processes_and_resumes(mnist_root: Path, tmp_path: Path, family: str):
-    extra = {"diffusion": [], "gan": ["model=gan", "experiment=tiny_gan"], "vae": ["model=vae", "experiment=tiny_vae"]}[family]
-    args = [o for o in tiny_overrides(mnist_root) if not (extra and o == "experiment=tiny")] + extra
+    args = [*tiny_overrides(mnist_root), f"model={family}"]
     run_dir = tmp_path / "run"
     first = torchrun(2, "-m", "genbench", "train", *args, "trainer.max_steps=4", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -97,3 +96,31 @@ def test_every_family_trains_on_two_processes_and_resumes(mnist_root: Path, tmp_
     again = torchrun(2, "-m", "genbench", "train", *args, "trainer.max_steps=6", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in (run_dir / "train.log").read_text() and load_checkpoint(run_dir)["step"] == 6
+
+
+def test_a_submitit_job_of_several_tasks_is_a_distributed_context(monkeypatch):
+    """hydra/launcher=slurm with tasks_per_node > 1: the ranks come from submitit's job environment."""
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # submitit exports into os.environ: keep that here
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    for k, v in {"SLURM_JOB_ID": "1234", "SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1",
+                 "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "gpu07"}.items():
+        monkeypatch.setenv(k, v)
+    ctx = distributed.from_env()
+    assert (ctx.rank, ctx.world_size, ctx.local_rank) == (5, 8, 1)
+    assert os.environ["MASTER_ADDR"] == "gpu07" and 20000 <= int(os.environ["MASTER_PORT"]) <= 60000
+
+
+@pytest.mark.slow
+def test_submitit_local_with_two_tasks_trains_one_model(mnist_root: Path, tmp_path: Path):
+    """The Slurm launcher's code path on this machine: one job, two tasks, one DDP run in one folder."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    sweep = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "-m", "genbench", "train", "-m", *tiny_overrides(mnist_root), "trainer.max_steps=4",
+                           "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={sweep}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (job,) = [p for p in sweep.iterdir() if (p / "checkpoints").is_dir()]
+    state = load_checkpoint(job)
+    assert state["step"] == 4 and state["world_size"] == 2 and (job / "train_rank1.log").exists()

@@ -52,9 +52,16 @@ class Context:
 
 
 def from_env() -> Context:
-    """The Context torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); a single process otherwise. Under Slurm,
-    start torchrun on each node (srun torchrun ...: see conf/hydra/launcher/slurm_multinode.yaml)."""
+    """The Context torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), or a submitit job of several tasks
+    (hydra/launcher=slurm with tasks_per_node > 1 or nodes > 1, or submitit_local), whose ranks submitit's
+    TorchDistributedEnvironment exports in torchrun's variables; a single process otherwise."""
     env = os.environ
+    if "WORLD_SIZE" not in env and env.get("SUBMITIT_EXECUTOR"):
+        from submitit import JobEnvironment
+        from submitit.helpers import TorchDistributedEnvironment
+
+        if JobEnvironment().num_tasks > 1:
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     if "WORLD_SIZE" in env:
         return Context(int(env.get("RANK", 0)), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
     return Context()

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genbench import CONF_DIR
 from genbench.protocol import summary_line
+from genbench import distributed
 from genbench.runtime import seed_everything
 from genbench.trainer import Trainer
 from genbench.validate import one_line_errors
@@ -33,6 +34,10 @@ def train(cfg: DictConfig, run_dir: str) -> Trainer:
         raise ValueError(f"seed={cfg.seed!r} must be an integer, e.g. seed=0")
     if cfg.get("threads"):  # parallel sweep jobs share the cores: each one is capped
         torch.set_num_threads(cfg.threads)
+    ctx = distributed.from_env()  # torchrun, or a submitit job of several tasks (done by cli.py for torchrun)
+    distributed.init(ctx)
+    if not ctx.is_main:
+        separate_log_file(run_dir, ctx.rank)
     log.info("%d CPU threads", torch.get_num_threads())
     seed_everything(cfg.seed)
     # the trainer first: a GPU preset on a machine without one is refused before any data is read
@@ -43,14 +48,26 @@ def train(cfg: DictConfig, run_dir: str) -> Trainer:
     optimizer = instantiate(cfg.optim, _convert_="all")
     # evaluation (every trainer.eval_every steps, and at the end): checked against the data before training,
     # so a missing extractor or reference split fails now rather than after the run
-    if protocol is not None and protocol.at_end:
+    evaluates = protocol is not None and ctx.is_main  # under torchrun, rank 0 evaluates alone
+    if evaluates and protocol.at_end:
         protocol.prepare(data, trainer.device)
-    eval_fn = protocol.during_training(data, trainer.device) if protocol is not None and cfg.trainer.get("eval_every") else None
+    eval_fn = protocol.during_training(data, trainer.device) if evaluates and cfg.trainer.get("eval_every") else None
     trainer.fit(model, data, optimizer, config=OmegaConf.to_container(cfg, resolve=True), eval_fn=eval_fn)
-    if protocol is not None and protocol.at_end and not trainer.interrupted:  # not when pre-empted
+    if evaluates and protocol.at_end and not trainer.interrupted:  # not when pre-empted
         record = protocol.evaluate_run(run_dir, trainer.device, data=data, headline=True)  # the run's headline record
         log.info("final evaluation: %s", summary_line(record))
     return trainer
+
+
+def separate_log_file(run_dir: str, rank: int) -> None:
+    """Ranks other than 0 log to train_rank<r>.log, not into rank 0's train.log."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        if not handler.baseFilename.endswith(f"_rank{rank}.log"):
+            root.removeHandler(handler)
+            replacement = logging.FileHandler(f"{run_dir}/train_rank{rank}.log")
+            replacement.setFormatter(handler.formatter)
+            root.addHandler(replacement)
 
 
 def resume_command(run_dir: str) -> str:
