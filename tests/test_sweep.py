@@ -98,8 +98,13 @@ def test_submitit_local_runs_the_slurm_launcher_code_here(tmp_path: Path):
     assert tensorboard_runs(sweep_dir) == [f"{r.name}/tb" for r in runs]
 
 
-def test_slurm_launcher_config_builds_a_valid_sbatch_script(tmp_path: Path, monkeypatch):
-    """hydra/launcher=slurm composes on the plugin's schema, and submitit accepts every parameter it sets."""
+@pytest.mark.parametrize("launcher, lines", [
+    ("slurm", ["#SBATCH --gpus-per-node=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --nodes=1", "#SBATCH --signal=USR2@120"]),
+    ("slurm_multigpu", ["#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4", "#SBATCH --nodes=1"]),
+    ("slurm_multinode", ["#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4", "#SBATCH --nodes=2"]),
+])
+def test_slurm_launcher_config_builds_a_valid_sbatch_script(tmp_path: Path, monkeypatch, launcher: str, lines: list[str]):
+    """hydra/launcher=slurm* compose on the plugin's schema, and submitit accepts every parameter they set."""
     import submitit
 
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as if srun were here
@@ -112,7 +117,7 @@ def test_slurm_launcher_config_builds_a_valid_sbatch_script(tmp_path: Path, monk
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}", "hydra.launcher.partition=gpu"], return_hydra_config=True)
     GlobalHydra.instance().clear()
     launcher = OmegaConf.to_container(cfg.hydra.launcher)
     assert get_class(launcher.pop("_target_")).__name__ == "SlurmLauncher"
@@ -125,9 +130,9 @@ def test_slurm_launcher_config_builds_a_valid_sbatch_script(tmp_path: Path, monk
     launcher["name"] = "genbench"
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in launcher.items()})
     script = executor._executor._make_submission_file_text("genbench train", "0")
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --time=240", "#SBATCH --cpus-per-task=8",
-                 "#SBATCH --mem=32GB"):
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=240", "#SBATCH --cpus-per-task=8", *lines):
         assert line in script, script
+    assert "srun" in script  # each task is started by srun: genbench.distributed reads its rank from submitit
 
 
 def test_trilemma_sweeps_three_families_under_one_time_budget(compose_cfg):
