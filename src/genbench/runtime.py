@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import genbench
+from genbench.atomic import atomic_write
 
 MACHINE_CACHE = Path(os.environ.get("GENBENCH_MACHINE_CACHE", "~/.cache/genbench/machine.json")).expanduser()
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -192,8 +193,6 @@ def machine_record(device: torch.device | str = "cpu", dtypes: tuple[str, ...] =
     if cache and missing:
         entries = _read_cache(cache)
         entries[key] = {"peak_flop_per_s": peaks, "measured": record["peak_probe"]["measured"]}
-        from genbench.checkpoint import atomic_write  # runtime sits below checkpoint; imported lazily
-
         atomic_write(cache, lambda f: f.write(json.dumps(entries, indent=2).encode()))
     return record
 
