@@ -187,8 +187,17 @@ class FidelityMetrics:
                 return cached
         from torch_fidelity.utils import get_featuresdict_from_dataset
 
-        features = get_featuresdict_from_dataset(UInt8Images(to_rgb(images.cpu())), self.network, self.batch_size,
-                                                 self.cuda, save_cpu_ram=True, verbose=False)
+        from genbench.progress import Progress
+
+        # in chunks of whole batches (the same batches as one call, so the same features), with progress
+        chunks, step = [], self.batch_size * 10
+        with Progress(len(images), f"features ({self.extractor.kind})") as bar:
+            for i in range(0, len(images), step):
+                chunk = images[i : i + step]
+                chunks.append(get_featuresdict_from_dataset(UInt8Images(to_rgb(chunk.cpu())), self.network, self.batch_size,
+                                                            self.cuda, save_cpu_ram=True, verbose=False))
+                bar.update(len(chunk))
+        features = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
         if path is not None:
             self._write_cache(path, images, features)
         return features
