@@ -65,6 +65,20 @@ def test_max_time_ends_training_with_a_checkpoint(compose_cfg, mnist_root: Path,
     assert state["step"] == 5 and state["train_time"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("budget, shown", [(["trainer.max_steps=null", "trainer.max_time=1s"], "1/1 s"),
+                                           (["trainer.max_steps=5"], "5/5 step")])
+def test_progress_bar_counts_down_the_budget_that_ends_the_run(compose_cfg, mnist_root: Path, tmp_path: Path, monkeypatch,
+                                                                capsys, budget: list[str], shown: str):
+    """With a time budget and no step cap the bar still has a total, a percentage and an ETA."""
+    import genbench.trainer
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(genbench.trainer.time, "perf_counter", lambda: next(clock) / 10)
+    run(compose_cfg, tmp_path / "p", mnist_root, *budget, "trainer.progress=true", "trainer.checkpoint_every=0")
+    err = capsys.readouterr().err
+    assert "train: 100%" in err and shown in err and "<" in err  # tqdm's elapsed<remaining
+
+
 def test_a_run_without_any_limit_is_refused(compose_cfg, mnist_root: Path, tmp_path: Path):
     from hydra.errors import InstantiationException
 

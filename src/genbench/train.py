@@ -14,9 +14,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from genbench import CONF_DIR
+from genbench import CONF_DIR, distributed
 from genbench.protocol import summary_line
-from genbench import distributed
 from genbench.runtime import seed_everything
 from genbench.trainer import Trainer
 from genbench.validate import one_line_errors

@@ -274,7 +274,7 @@ class Trainer:
         warmup = max(self.lr_warmup_steps, 1)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warmup))
                            for k, o in self.optimizers.items()}
-        self.ema = EMA(model, self.ema_decay, self.ema_warmup, tuple(getattr(model, "ema_skip", ())))
+        self.ema = EMA(model, self.ema_decay, self.ema_warmup, tuple(model.ema_skip))
         self.step, self.train_time, self.images_seen = 0, 0.0, 0
         self.compute: dict[str, Any] = {"train_flops_per_image": None, "compile_s": 0.0}
         for stale in remove_stale_temporaries(checkpoint_dir(self.run_dir)):
