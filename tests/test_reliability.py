@@ -356,3 +356,22 @@ def test_real_kill_9_then_the_same_command_resumes(mnist_root: Path, tmp_path: P
     subprocess.run([*args, f"hydra.run.dir={tmp_path / 'k'}"], env=env, check=True, capture_output=True)
     same_state(load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "k"))
     shutil.rmtree(tmp_path / "k")
+
+
+@pytest.mark.slow
+def test_a_real_file_size_limit_is_one_line_and_the_run_resumes_after(mnist_root: Path, tmp_path: Path):
+    """`ulimit -f` below a checkpoint's size (the disk-full case without a tiny tmpfs): the console script
+    exits 2 with one line naming the file, the previous checkpoint stays, and once the limit is gone the
+    same command resumes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "genbench", "train", *overrides(mnist_root), f"hydra.run.dir={tmp_path / 'r'}"]
+    subprocess.run([*args, "trainer.max_steps=2"], env=env, check=True, capture_output=True)
+    size_kb = (tmp_path / "r" / "checkpoints" / LAST).stat().st_size // 1024
+    limited = subprocess.run(["bash", "-c", f'ulimit -f {size_kb // 2} && exec "$@"', "bash", *args, "trainer.max_steps=4"],
+                             env=env, capture_output=True, text=True)
+    lines = [line for line in limited.stderr.splitlines() if line.startswith("genbench: error")]
+    assert limited.returncode == 2 and len(lines) == 1 and "step_00000004.pt: File too large" in lines[0], limited.stderr
+    assert "Traceback" not in limited.stderr
+    assert load_checkpoint(tmp_path / "r")["step"] == 2
+    subprocess.run([*args, "trainer.max_steps=4"], env=env, check=True, capture_output=True)
+    assert load_checkpoint(tmp_path / "r")["step"] == 4
