@@ -152,8 +152,9 @@ def device_name(device: torch.device) -> str:
 def matmul_flop_per_s(device: torch.device, dtype: torch.dtype, seconds: float = 1.0, n: int = 1024) -> float:
     """Best achieved FLOP/s of an (n x n) @ (n x n) matmul (2 n^3 FLOPs) over about `seconds`: the
     peak that model-FLOP utilisation (MFU) is measured against, on this machine, in this dtype."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
+    generator = torch.Generator().manual_seed(0)  # its own stream: probing moves no run's RNG
+    a = torch.randn(n, n, generator=generator).to(device, dtype)
+    b = torch.randn(n, n, generator=generator).to(device, dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     a @ b  # warm-up (kernel selection, allocation)
     sync()
@@ -177,7 +178,7 @@ def machine_record(device: torch.device | str = "cpu", dtypes: tuple[str, ...] =
         "torch_threads": torch.get_num_threads(),
         "device": device.type,
         "device_name": device_name(device),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # a str subclass that weights_only loading refuses
         "cuda_version": torch.version.cuda,
         "hostname": platform.node(),
     }

@@ -34,7 +34,8 @@ from genbench import distributed
 from genbench.compute import train_flops_per_image
 from genbench.data import ImageData
 from genbench.models.base import GenerativeModel, OptimizerFactory
-from genbench.runtime import parse_duration, parse_flops, resolve_device, rng_state, seed_everything, set_rng_state
+from genbench.runtime import (machine_record, parse_duration, parse_flops, resolve_device, rng_state, seed_everything,
+                              set_rng_state)
 from genbench.validate import check_choice, check_positive
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "rng": rngs[0], "rng_ranks": rngs if len(rngs) > 1 else None,
-            "world_size": self.dist.world_size,
+            "world_size": self.dist.world_size, "machine": self.machine,
             "config": self.config, "extra": self.extra, "image_shape": list(self.image_shape),
         }
 
@@ -280,6 +281,8 @@ class Trainer:
         for stale in remove_stale_temporaries(checkpoint_dir(self.run_dir)):
             log.info("removed %s, left by a save that was killed", stale)
         resumed = self._resume()
+        # where the training ran: MFU is measured against this machine's matmul peak (cached after the first probe)
+        self.machine = machine_record(self.device, dtypes=tuple(dict.fromkeys(("fp32", self.precision))))
         if self.compute["train_flops_per_image"] is None:  # measured once, on a copy, RNG put back
             first = data.batch(distributed.shard(data.batch_indices(self.step, self.batch_size, self.seed), self.dist), self.device)
             with self._autocast():
