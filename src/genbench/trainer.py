@@ -12,7 +12,6 @@ the caller exits with 128 + its number. A second Ctrl-C interrupts at once.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import signal
@@ -33,6 +32,7 @@ from genbench.checkpoint import (FORMAT_VERSION, CheckpointError, atomic_save, c
 from genbench import distributed
 from genbench.compute import train_flops_per_image
 from genbench.data import ImageData
+from genbench.ema import EMA, sigma_rel_to_gamma
 from genbench.models.base import GenerativeModel, OptimizerFactory
 from genbench.runtime import (machine_record, parse_duration, parse_flops, resolve_device, rng_state, seed_everything,
                               set_rng_state)
@@ -67,26 +67,6 @@ def preserved_rng():
         yield
     finally:
         set_rng_state(state)
-
-
-class EMA:
-    """Exponential moving average of a model's parameters (and a copy of its buffers).
-    With warm-up the decay is min(decay, (1 + step) / (10 + step)), so early averages are not
-    dominated by the random initialisation (Tarvainen & Valpola 2017). Child modules named in the
-    family's `ema_skip` (a GAN's discriminator) are not averaged: nothing samples from them."""
-
-    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True, skip: tuple[str, ...] = ()):
-        self.decay, self.warmup = decay, warmup
-        self.module = copy.deepcopy(model).requires_grad_(False).eval()
-        averaged = lambda m: [p for name, p in m.named_parameters() if name.split(".")[0] not in skip]  # noqa: E731
-        self._pairs = (averaged(self.module), averaged(model))
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
-        torch._foreach_lerp_(self._pairs[0], self._pairs[1], 1.0 - decay)  # ema <- decay * ema + (1 - decay) * p
-        for b_ema, b in zip(self.module.buffers(), model.buffers()):
-            b_ema.copy_(b)
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -132,6 +112,7 @@ class Trainer:
         compile: bool = False,
         ema_decay: float = 0.999,
         ema_warmup: bool = True,
+        ema_sigma_rel: float | None = None,
         grad_clip: float | None = 1.0,
         lr_warmup_steps: int = 0,
         log_every: int = 50,
@@ -162,6 +143,8 @@ class Trainer:
             raise ValueError(f"trainer.grad_clip={grad_clip} must be a positive gradient-norm bound, or null for no clipping")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"trainer.ema_decay={ema_decay} must be in [0, 1)")
+        if ema_sigma_rel is not None:
+            sigma_rel_to_gamma(ema_sigma_rel)  # its range, checked before any work
         self.run_dir, self.seed = Path(run_dir), seed
         self.max_steps = max_steps
         self.dist = distributed.from_env()
@@ -169,7 +152,7 @@ class Trainer:
         if self.dist.enabled:
             distributed.shard(torch.arange(batch_size), self.dist)  # the global batch must divide among the ranks
         self.precision, self.compile = precision, compile
-        self.ema_decay, self.ema_warmup, self.grad_clip = ema_decay, ema_warmup, grad_clip
+        self.ema_decay, self.ema_warmup, self.ema_sigma_rel, self.grad_clip = ema_decay, ema_warmup, ema_sigma_rel, grad_clip
         self.lr_warmup_steps = lr_warmup_steps
         self.log_every, self.sample_every, self.num_grid_samples = log_every, sample_every, num_grid_samples
         self.checkpoint_every, self.keep_checkpoints, self.eval_every = checkpoint_every, keep_checkpoints, eval_every
@@ -275,7 +258,7 @@ class Trainer:
         warmup = max(self.lr_warmup_steps, 1)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warmup))
                            for k, o in self.optimizers.items()}
-        self.ema = EMA(model, self.ema_decay, self.ema_warmup, tuple(model.ema_skip))
+        self.ema = EMA(model, self.ema_decay, self.ema_warmup, self.ema_sigma_rel, tuple(model.ema_skip))
         self.step, self.train_time, self.images_seen = 0, 0.0, 0
         self.compute: dict[str, Any] = {"train_flops_per_image": None, "compile_s": 0.0}
         for stale in remove_stale_temporaries(checkpoint_dir(self.run_dir)):
