@@ -270,6 +270,13 @@ def test_dcgan_rejects_bad_sizes_and_norms():
         Generator((1, 32, 32), norm="layer")
     with pytest.raises(ValueError, match="model.loss"):
         tiny_gan(loss="wgan")
+    for kwargs, message in [({"latent_dim": 0}, r"model\.latent_dim=0 must be positive"),
+                            ({"max_accuracy": 1.5}, r"model\.max_accuracy=1\.5 must be in"),
+                            ({"r1_gamma": -1.0}, r"model\.r1_gamma=-1\.0 must be non-negative")]:
+        with pytest.raises(ValueError, match=message):
+            tiny_gan(**kwargs)
+    with pytest.raises(ValueError, match=r"model\.discriminator\.width=0 must be positive"):
+        Discriminator((1, 16, 16), width=0)
 
 
 def test_sample_is_seeded():

@@ -190,6 +190,8 @@ class GAN(GenerativeModel):
                                      ("r1_interval", r1_interval, False), ("standing_stats", standing_stats, True),
                                      ("monitor_every", monitor_every, True), ("d_lr_ratio", d_lr_ratio, False)]:
             check_positive(f"model.{name}", value, allow_zero=zero_ok)
+        if not 0 < max_accuracy <= 1:
+            raise ValueError(f"model.max_accuracy={max_accuracy} must be in (0, 1], e.g. 0.99")
         self.image_shape, self.loss, self.latent_dim = tuple(image_shape), loss, latent_dim
         self.G = generator(image_shape=self.image_shape, latent_dim=latent_dim)
         self.D = discriminator(image_shape=self.image_shape)
