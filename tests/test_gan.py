@@ -270,7 +270,7 @@ def test_dcgan_rejects_bad_sizes_and_norms():
         Generator((1, 32, 32), norm="layer")
     with pytest.raises(ValueError, match="model.loss"):
         tiny_gan(loss="wgan")
-    for kwargs, message in [({"latent_dim": 0}, r"model\.latent_dim=0 must be positive"),
+    for kwargs, message in [({"n_critic": 0}, r"model\.n_critic=0 must be positive"),
                             ({"max_accuracy": 1.5}, r"model\.max_accuracy=1\.5 must be in"),
                             ({"r1_gamma": -1.0}, r"model\.r1_gamma=-1\.0 must be non-negative")]:
         with pytest.raises(ValueError, match=message):
