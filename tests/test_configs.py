@@ -93,6 +93,7 @@ def test_every_optimizer_is_a_partial(compose_cfg, optim):
 ADAM = (0.9, 0.999)
 DEFAULTS = {  # `genbench train model=X`: the values the README's benchmark numbers were made with
     "diffusion": ({"model": ("Adam", 2e-3, ADAM, 0.0)}, 128, 1.0),
+    "flow": ({"model": ("Adam", 2e-3, ADAM, 0.0)}, 128, 1.0),
     "gan": ({"d": ("Adam", 8e-4, (0.5, 0.999), 0.0), "g": ("Adam", 8e-4, (0.5, 0.999), 0.0)}, 64, None),
     "dcgan": ({"d": ("Adam", 2e-4, (0.5, 0.999), 0.0), "g": ("Adam", 2e-4, (0.5, 0.999), 0.0)}, 64, None),
     "wgan_gp": ({"d": ("Adam", 1e-4, (0.0, 0.9), 0.0), "g": ("Adam", 1e-4, (0.0, 0.9), 0.0)}, 64, None),
@@ -165,7 +166,7 @@ def test_every_family_preset_is_named_by_a_model_and_every_size_file_by_a_family
     families = set(options("family"))
     named = {line.split(":")[1].split("#")[0].strip() for m in options("model")
              for line in (Path(CONF_DIR) / "model" / f"{m}.yaml").read_text().splitlines() if "/family@_global_:" in line}
-    assert named == families == {"diffusion", "gan", "vae"}
+    assert named == families == {"diffusion", "flow", "gan", "vae"}
     sizes = {p.parent.name for p in (Path(CONF_DIR) / "size").glob("*/*.yaml")}
     assert sizes <= families and {p.stem for p in (Path(CONF_DIR) / "size").glob("*/*.yaml")} <= set(options("size"))
 

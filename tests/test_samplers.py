@@ -10,7 +10,7 @@ from torch import nn
 
 from genbench.likelihoods import discretized_gaussian_log_prob
 from genbench.models.diffusion import Diffusion
-from genbench.samplers import DDIM, DDPM, DPMSolverPP2M, timesteps
+from genbench.samplers import DDIM, DDPM, DPMSolverPP2M, DPMSolverPP3M, sigma_grid, timesteps
 from genbench.schedules import linear
 
 SHAPE = (1, 4, 4)
@@ -132,6 +132,69 @@ def test_dpm_solver_pp_2m_converges_faster_than_ddim(mu, s):
     assert 2.5 < ddim[100] / ddim[400] < 5.0, ddim
     assert dpm[100] / dpm[400] > 5.0, dpm
     assert dpm[50] < ddim[200], (dpm, ddim)
+
+
+def test_karras_and_logsnr_grids_follow_their_definitions():
+    """Karras et al. 2022 eq. 5 (rho = 7) and uniform log-SNR grids in sigma = sqrt((1 - ab) / ab), from index
+    T-1 down to index 0, snapped to the nearest index in log sigma; always K distinct indices."""
+    ab = linear(1000).alphas_cumprod
+    log_sigma = 0.5 * (torch.log1p(-ab) - torch.log(ab))
+    for spacing in ("karras", "logsnr"):
+        for k in (5, 10, 50, 1000):
+            ts = timesteps(1000, k, spacing, ab)
+            assert len(ts) == k == DPMSolverPP2M(steps=k, spacing=spacing).nfe(1000) and ts == sorted(set(ts), reverse=True)
+            assert ts[0] == 999 and ts[-1] == 0
+    ts = sigma_grid(ab, 10, "logsnr")  # coarse enough that snapping moves each point by under half an index gap
+    target = torch.linspace(log_sigma[-1].item(), log_sigma[0].item(), 10, dtype=torch.float64)
+    gaps = (log_sigma[1:] - log_sigma[:-1])
+    for t, want in zip(ts, target):
+        assert abs(log_sigma[t] - want) <= gaps[max(t - 1, 0)] and abs(log_sigma[t] - want) <= gaps[min(t, 998)]
+    rho, s_max, s_min = 7.0, log_sigma[-1].exp().item(), log_sigma[0].exp().item()
+    want = [(s_max ** (1 / rho) + i / 9 * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho for i in range(10)]
+    got = [log_sigma[t].exp().item() for t in sigma_grid(ab, 10, "karras")]
+    assert all(abs(math.log(g / w)) < 0.3 for g, w in zip(got, want)), (got, want)  # snapped: within an index
+    with pytest.raises(ValueError, match="needs the noise schedule"):
+        timesteps(1000, 5, "karras")
+
+
+def lambda_uniform_error(sampler_cls, steps: int, mu: float, s: float) -> float:
+    """The solver's error against the closed-form flow on a schedule whose lambda = log(alpha / sigma) is
+    linear in the index (801 indices, lambda from 5 to -5), so linspace steps are uniform in lambda and
+    shrink with K everywhere (on a DDPM schedule the last steps before the data do not)."""
+    ab = torch.sigmoid(2 * torch.linspace(5, -5, 801, dtype=torch.float64))
+    net = GaussianDenoiser(ab, mu, s)
+
+    def denoise(x, t):
+        x_0 = net.x0_hat(x, t)
+        a = ab[t][:, None, None, None]
+        return x_0, (x - a.sqrt() * x_0) / (1 - a).sqrt()
+
+    x_T = torch.randn(64, *SHAPE, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ours = sampler_cls(steps=steps, spacing="linspace")(denoise, ab, x_T.clone(), None)
+    ts = timesteps(801, steps, "linspace")
+    a_t, a_s = ab[ts[0]].item(), ab[ts[-1]].item()
+    v_t, v_s = a_t * s**2 + 1 - a_t, a_s * s**2 + 1 - a_s
+    x_last = math.sqrt(a_s) * mu + math.sqrt(v_s / v_t) * (x_T - math.sqrt(a_t) * mu)
+    return (ours - net.x0_hat(x_last, torch.full((64,), ts[-1]))).abs().max().item()
+
+
+@pytest.mark.parametrize("mu, s", [(0.5, 0.3), (0.0, 0.5), (0.5, 1.0)])
+def test_orders_of_ddim_and_dpm_solver_pp_2m_3m(mu, s):
+    """Halving the lambda step divides DDIM's error by about 2 (order 1), DPM-Solver++(2M)'s by about 4 and
+    DPM-Solver++(3M)'s by at least 8 (order 3; on these smooth Gaussian denoisers it reaches about 16)."""
+    ratios = {}
+    for cls in (DDIM, DPMSolverPP2M, DPMSolverPP3M):
+        e = [lambda_uniform_error(cls, k, mu, s) for k in (21, 41, 81)]
+        ratios[cls.__name__] = e[1] / e[2]
+    assert 1.7 < ratios["DDIM"] < 2.3 and 3.4 < ratios["DPMSolverPP2M"] < 4.6 and ratios["DPMSolverPP3M"] > 7.0, ratios
+
+
+def test_dpm_solver_pp_3m_is_exact_for_a_point_mass():
+    mu = -0.41
+    model = gaussian_model(mu, 0.0)
+    x_T = torch.randn(16, *SHAPE, generator=torch.Generator().manual_seed(3))
+    for spacing in ("trailing", "karras", "logsnr"):
+        assert torch.allclose(run(model, DPMSolverPP3M(steps=9, spacing=spacing), x_T), torch.full_like(x_T, mu), atol=1e-5)
 
 
 def discretized_gaussian(levels: torch.Tensor, mean: float, std: float) -> torch.Tensor:
