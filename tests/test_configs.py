@@ -98,6 +98,7 @@ DEFAULTS = {  # `genbench train model=X`: the values the README's benchmark numb
     "dcgan": ({"d": ("Adam", 2e-4, (0.5, 0.999), 0.0), "g": ("Adam", 2e-4, (0.5, 0.999), 0.0)}, 64, None),
     "wgan_gp": ({"d": ("Adam", 1e-4, (0.0, 0.9), 0.0), "g": ("Adam", 1e-4, (0.0, 0.9), 0.0)}, 64, None),
     "sngan": ({"d": ("Adam", 2e-4, (0.0, 0.9), 0.0), "g": ("Adam", 2e-4, (0.0, 0.9), 0.0)}, 64, None),
+    "r3gan": ({"d": ("Adam", 2e-4, (0.0, 0.9), 0.0), "g": ("Adam", 2e-4, (0.0, 0.9), 0.0)}, 64, None),
     "vae": ({"model": ("Adam", 1e-3, ADAM, 0.0)}, 128, 1.0),
 }
 

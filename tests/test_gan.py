@@ -148,6 +148,58 @@ def test_loss_signs(loss):
     assert (f.grad < 0).all()  # gradient descent on G raises D(G(z))
 
 
+def test_rpgan_pairs_and_signs_on_hand_made_logits():
+    """Huang et al. 2025 eq. 2: D's loss is mean softplus(l_fake - l_real) over the pairs, G's (fed
+    l_fake - l_real) mean softplus(l_real - l_fake). It reads differences only (a shift of every logit changes
+    nothing), pairs image i with image i (not every real with every fake), is log 2 at the undecided D, and
+    D's gradient on a pair's two logits is equal and opposite."""
+    obj = OBJECTIVES["rpgan"]
+    r, f = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([1.0, -1.0, 0.5])
+    assert torch.allclose(obj.d(r, f), F.softplus(f - r).mean())
+    assert torch.allclose(obj.d(r + 7.0, f + 7.0), obj.d(r, f))  # relativistic: the difference is all that counts
+    assert not torch.allclose(obj.d(r, f.flip(0)), obj.d(r, f))  # paired, so the order of the fakes matters
+    assert torch.allclose(obj.g(f - r), F.softplus(r - f).mean())
+    assert obj.d(torch.zeros(4), torch.zeros(4)).item() == pytest.approx(math.log(2))
+    assert obj.d(torch.tensor([1.0]), torch.tensor([-1.0])) < obj.d(torch.tensor([-1.0]), torch.tensor([1.0]))
+    assert obj.g(torch.tensor([1.0])) < obj.g(torch.tensor([-1.0]))  # G gains when its fake outscores its real pair
+    r, f = r.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    obj.d(r, f).backward()
+    assert (r.grad < 0).all() and (f.grad > 0).all() and torch.allclose(r.grad, -f.grad)
+
+
+class ConstantCritic(torch.nn.Module):
+    """D(x) = c + a . x: a = 0 is a constant critic, whose R1 and R2 are 0; else both are ||a||^2."""
+
+    def __init__(self, a: torch.Tensor, c: float = 0.3):
+        super().__init__()
+        self.a, self.c = torch.nn.Parameter(a), torch.nn.Parameter(torch.tensor(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.a).flatten(1).sum(1) + self.c
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_r1_and_r2_are_zero_at_a_constant_critic_and_enter_the_d_term(scale):
+    """R3GAN's D term: softplus pairs + gamma/2 (R1 at the data + R2 at the fakes), both zero-centred:
+    0 for a constant critic, ||a||^2 for a linear one, and the D term is exactly that sum."""
+    torch.manual_seed(0)
+    model = tiny_gan(loss="rpgan", r1_gamma=0.2, r2_gamma=0.4, r1_interval=1)
+    a = scale * torch.randn(1, 16, 16)
+    model.D = ConstantCritic(a)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    d_term = next(model.training_losses(x))
+    expected = a.pow(2).sum().item()
+    assert d_term.metrics["r1"].item() == pytest.approx(expected, abs=1e-6)
+    assert d_term.metrics["r2"].item() == pytest.approx(expected, abs=1e-6)
+    real, fake = d_term.metrics["d_real"].item(), d_term.metrics["d_fake"].item()
+    assert 0.0 <= d_term.metrics["d_acc"].item() <= 1.0
+    if scale == 0.0:  # a constant critic: every pair ties, the loss is log 2 and no penalty
+        assert real == fake == pytest.approx(0.3) and d_term.loss.item() == pytest.approx(math.log(2))
+    else:
+        assert d_term.loss.item() > 0.5 * (0.2 + 0.4) * expected
+    assert "r2" not in next(tiny_gan(loss="rpgan", r1_gamma=0.2, r1_interval=1).training_losses(x)).metrics  # r2_gamma=0: off
+
+
 def test_hinge_margins_and_minimax_saturation():
     assert OBJECTIVES["hinge"].d(torch.tensor([1.5]), torch.tensor([-2.0])).item() == 0.0  # beyond the margins
     # eq. 1's G loss saturates where D confidently rejects the fakes; the non-saturating one does not

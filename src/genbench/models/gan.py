@@ -13,6 +13,9 @@ Papers:
   with gradient penalty (eq. 3; Algorithm 1: lambda = 10, n_critic = 5).
 - Mescheder, Geiger & Nowozin 2018, "Which Training Methods for GANs do actually Converge?",
   arXiv:1801.04406: the R1 penalty (eq. 9), applied lazily as in Karras et al. 2020, arXiv:1912.04958, Sec. 3.1.
+- Huang, Gokaslan, Kuleshov & Tompkin 2025, "The GAN is dead; long live the GAN! A Modern Baseline GAN"
+  (R3GAN), arXiv:2501.05441: the relativistic pairing loss (RpGAN, Jolicoeur-Martineau 2019,
+  arXiv:1807.00734) with zero-centred R1 and R2 penalties (their eq. 5 / Sec. 2.3), Adam with beta1 = 0.
 - Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule", arXiv:1706.08500: D's learning
   rate d_lr_ratio times G's (optim.lr).
 - Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training", arXiv:2006.10738
@@ -20,7 +23,10 @@ Papers:
 - Brock, Donahue & Simonyan 2019, "Large Scale GAN Training", arXiv:1809.11096: "standing statistics".
 
 Every loss reads D's logit l = D(x) (the critic value for WGAN-GP): for the probabilistic losses
-D(x) = sigmoid(l), so log D(x) = -softplus(-l) and log(1 - D(x)) = -softplus(l). The Trainer keeps an
+D(x) = sigmoid(l), so log D(x) = -softplus(-l) and log(1 - D(x)) = -softplus(l). The relativistic loss
+(rpgan) pairs each real image with a fake one and reads the difference of their logits: D minimises
+E softplus(l_fake - l_real), G minimises E softplus(l_real - l_fake) (G's term recomputes l_real with the
+D just stepped, without gradient). The Trainer keeps an
 EMA copy of the model (D excluded: `ema_skip`) and samples from it, so samples come from the EMA of G.
 That copy averages G's weights but not its batch-norm statistics (they are copied from the trained G,
 whose activations differ), so before sampling in eval mode G's batch-norm statistics are re-estimated
@@ -47,18 +53,19 @@ from genbench.models.base import GenerativeModel, LossTerm, OptimizerFactory, ra
 from genbench.validate import check_choice, check_positive
 
 log = logging.getLogger(__name__)
-Loss = Literal["minimax", "nonsaturating", "hinge", "wgan_gp", "lsgan"]
+Loss = Literal["minimax", "nonsaturating", "hinge", "wgan_gp", "lsgan", "rpgan"]
 
 
 # ---- objectives ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Objective:
     d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # D's loss on (real, fake) logits, minimised by D
-    g: Callable[[torch.Tensor], torch.Tensor]  # G's loss on fake logits, minimised by G
+    g: Callable[[torch.Tensor], torch.Tensor]  # G's loss on fake logits (fake - real if relativistic), minimised by G
     output: Callable[[torch.Tensor], torch.Tensor]  # logit -> what the paper calls D(x) (logged as d_real, d_fake)
     boundary: float | None  # D calls an output above it real; None for a critic, which makes no decision
     n_critic: int = 1  # the paper's D steps per G step
     gp_lambda: float = 0.0  # the paper's gradient-penalty weight
+    relativistic: bool = False  # G's loss reads l_fake - l_real of paired images; D's decision is per pair
 
 
 def _identity(l: torch.Tensor) -> torch.Tensor:
@@ -80,6 +87,10 @@ OBJECTIVES: dict[str, Objective] = {
     # Mao et al. eq. 2, 0-1 coding: D regresses real to 1 and fake to 0, G pushes fake to 1.
     "lsgan": Objective(lambda r, f: 0.5 * (r - 1).pow(2).mean() + 0.5 * f.pow(2).mean(),
                        lambda f: 0.5 * (f - 1).pow(2).mean(), _identity, 0.5),
+    # Huang et al. 2025 eq. 2 (RpGAN): D lowers softplus(l_fake - l_real) of each pair, G (called on
+    # l_fake - l_real) lowers softplus(l_real - l_fake); D calls the pair right when l_real > l_fake.
+    "rpgan": Objective(lambda r, f: F.softplus(f - r).mean(), lambda d: F.softplus(-d).mean(), _identity, 0.0,
+                       relativistic=True),
 }
 
 
@@ -98,7 +109,8 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], x_hat: torc
 
 
 def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
-    """E_{p_D}[||grad_x D(x)||^2] (Mescheder et al. eq. 9, without gamma / 2); x_real must require grad."""
+    """E_{p_D}[||grad_x D(x)||^2] (Mescheder et al. eq. 9, without gamma / 2); x_real must require grad.
+    On generated images instead of real ones it is R2 (Mescheder et al. eq. 10; Huang et al. 2025 Sec. 2.3)."""
     (grad,) = torch.autograd.grad(real_logits.sum(), x_real, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
 
@@ -171,6 +183,7 @@ class GAN(GenerativeModel):
         n_critic: int | None = None,
         gp_lambda: float | None = None,
         r1_gamma: float = 0.0,
+        r2_gamma: float = 0.0,
         r1_interval: int = 16,
         spectral_norm: bool = False,
         diff_augment: Sequence[Policy] = (),
@@ -186,7 +199,7 @@ class GAN(GenerativeModel):
         self.n_critic = self.objective.n_critic if n_critic is None else n_critic
         self.gp_lambda = self.objective.gp_lambda if gp_lambda is None else gp_lambda
         for name, value, zero_ok in [("latent_dim", latent_dim, False), ("n_critic", self.n_critic, False),
-                                     ("gp_lambda", self.gp_lambda, True), ("r1_gamma", r1_gamma, True),
+                                     ("gp_lambda", self.gp_lambda, True), ("r1_gamma", r1_gamma, True), ("r2_gamma", r2_gamma, True),
                                      ("r1_interval", r1_interval, False), ("standing_stats", standing_stats, True),
                                      ("monitor_every", monitor_every, True), ("d_lr_ratio", d_lr_ratio, False)]:
             check_positive(f"model.{name}", value, allow_zero=zero_ok)
@@ -200,7 +213,7 @@ class GAN(GenerativeModel):
         if self.gp_lambda > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.D.modules()):
             log.warning("model.gp_lambda=%g with batch norm in D: the gradient penalty is per image and batch norm "
                         "mixes images (Gulrajani et al. Sec. 4 drop it); set model.discriminator.norm=none", self.gp_lambda)
-        self.r1_gamma, self.r1_interval, self.d_lr_ratio = r1_gamma, r1_interval, d_lr_ratio
+        self.r1_gamma, self.r2_gamma, self.r1_interval, self.d_lr_ratio = r1_gamma, r2_gamma, r1_interval, d_lr_ratio
         self.standing_stats = standing_stats
         # D steps so far: picks the steps that train G (n_critic) and R1 (r1_interval); a buffer, so resume is exact
         self.register_buffer("num_d_steps", torch.zeros((), dtype=torch.long))
@@ -227,7 +240,9 @@ class GAN(GenerativeModel):
         """Mean D(x) and D(G(z)) (critic values for WGAN-GP) and D's accuracy at its decision boundary."""
         d_real, d_fake = self.objective.output(real.detach()), self.objective.output(fake.detach())
         out = {"d_real": d_real.mean(), "d_fake": d_fake.mean()}
-        if self.objective.boundary is not None:
+        if self.objective.relativistic:  # D decides per pair: right when the real image scores higher
+            out["d_acc"] = (d_real - d_fake > self.objective.boundary).float().mean()
+        elif self.objective.boundary is not None:
             out["d_acc"] = torch.cat([d_real > self.objective.boundary, d_fake <= self.objective.boundary]).float().mean()
         return out
 
@@ -239,13 +254,15 @@ class GAN(GenerativeModel):
         self.num_d_steps += 1
         train_g = (step + 1) % self.n_critic == 0
         lazy_r1 = self.r1_gamma > 0 and step % self.r1_interval == 0
+        lazy_r2 = self.r2_gamma > 0 and step % self.r1_interval == 0
         # 1. fake images; G's graph is kept only when its term follows
         z = torch.randn(x.shape[0], self.latent_dim, device=x.device)
         with torch.set_grad_enabled(train_g):
             x_fake = self.G(z)
         # 2. discriminator term; x_fake is detached, so D's backward leaves G no gradient
         x_real = x.detach().requires_grad_(lazy_r1)
-        real, fake = self.critic(x_real), self.critic(x_fake.detach())
+        x_fake_d = x_fake.detach().requires_grad_(lazy_r2)
+        real, fake = self.critic(x_real), self.critic(x_fake_d)
         loss_d = self.objective.d(real, fake)
         metrics = self._stats(real, fake)
         if self.gp_lambda > 0:
@@ -256,6 +273,9 @@ class GAN(GenerativeModel):
         if lazy_r1:  # Karras et al. 2020 Sec. 3.1: every r1_interval steps, weighted by the interval
             metrics["r1"] = r1_penalty(real, x_real)
             loss_d = loss_d + 0.5 * self.r1_gamma * self.r1_interval * metrics["r1"]
+        if lazy_r2:  # the same penalty at the generated images (R3GAN), on the same steps
+            metrics["r2"] = r1_penalty(fake, x_fake_d)
+            loss_d = loss_d + 0.5 * self.r2_gamma * self.r1_interval * metrics["r2"]
         metrics = {k: v.detach() for k, v in metrics.items()}
         self.monitor.record("d_loss", loss_d, metrics.get("d_acc"))
         yield LossTerm("d_loss", loss_d, "d", metrics)
@@ -263,6 +283,10 @@ class GAN(GenerativeModel):
         if train_g:
             with frozen(self.D):
                 fake = self.critic(x_fake)
+                if self.objective.relativistic:  # the pairs' real logits under the D just stepped
+                    with torch.no_grad():
+                        real = self.critic(x)
+                    fake = fake - real
             loss_g = self.objective.g(fake)
             self.monitor.record("g_loss", loss_g)
             yield LossTerm("g_loss", loss_g, "g")
