@@ -1,6 +1,11 @@
-"""FID against sampling steps for one trained diffusion run: DDPM (ancestral), DDIM and DPM-Solver++(2M).
+"""FID against sampling steps for one trained run of the diffusion family (DDPM ancestral, DDIM,
+DPM-Solver++(2M) and (3M)) or of the flow family (Euler, Heun, Adams-Bashforth 3): every sampler of the
+run's family unless --samplers names some.
 
     python scripts/fid_vs_steps.py outputs/<run> --steps 10 20 50 100 1000 --num-samples 1000
+
+A step is one network evaluation for every sampler but Heun (two) and Adams-Bashforth 3 (one more in all);
+fid_vs_steps.json records each cell's NFE.
 
 Every cell samples --num-samples images from the run's EMA weights with the same seed and scores
 them under genbench's evaluation protocol (conf/eval through scripts/benchlib.py: the reference
@@ -21,11 +26,18 @@ from benchlib import add_common_args, log, score, setup, write_report
 from benchlib import protocol as bench_protocol
 from genbench.checkpoint import load_checkpoint, load_model
 from genbench.generate import generate
+from genbench.samplers import FlowSampler
 
 SAMPLERS = {
     "ddpm": {"_target_": "genbench.samplers.DDPM", "variance": "beta_tilde", "spacing": "leading"},
     "ddim": {"_target_": "genbench.samplers.DDIM", "eta": 0.0, "spacing": "leading"},
     "dpm_solver": {"_target_": "genbench.samplers.DPMSolverPP2M", "spacing": "trailing"},
+    "dpm_solver_3m": {"_target_": "genbench.samplers.DPMSolverPP3M", "spacing": "logsnr"},
+}
+FLOW_SAMPLERS = {  # conf/sampler/flow/
+    "flow_euler": {"_target_": "genbench.samplers.FlowEuler", "shift": 1.0},
+    "flow_heun": {"_target_": "genbench.samplers.FlowHeun", "shift": 1.0},
+    "flow_ab3": {"_target_": "genbench.samplers.FlowAdamsBashforth", "order": 3, "shift": 1.0},
 }
 
 
@@ -33,7 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
-    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--samplers", nargs="+", default=None, choices=[*SAMPLERS, *FLOW_SAMPLERS],
+                        help="default: every sampler of the run's family")
     add_common_args(parser, "<run_dir>/fid_vs_steps", num_samples=1000)
     parser.add_argument("overrides", nargs="*", help="eval.* overrides of the protocol (default: conf/eval's)")
     args = parser.parse_args()
@@ -41,10 +54,14 @@ def main() -> None:
     setup(args.threads, out)
     protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol, at --num-samples
     data = instantiate(load_checkpoint(args.run_dir)["config"]["data"], _convert_="all")  # the run's own data
+    family = FLOW_SAMPLERS if isinstance(load_model(args.run_dir)[0].sampler, FlowSampler) else SAMPLERS
+    args.samplers = args.samplers or list(family)
+    if not set(args.samplers) <= set(family):
+        parser.error(f"--samplers {' '.join(args.samplers)}: this run takes {', '.join(family)}")
     cells = []
     for name in args.samplers:
         for steps in args.steps:
-            model, state = load_model(args.run_dir, ema=True, sampler={**SAMPLERS[name], "steps": steps})
+            model, state = load_model(args.run_dir, ema=True, sampler={**family[name], "steps": steps})
             images, img_per_s = generate(model, protocol.num_samples, protocol.batch_size, args.seed)
             cell = {"sampler": name, "steps": steps, "nfe": model.sampling_info()["nfe"], "img_per_s": img_per_s,
                     **score(images, data, protocol)}

@@ -124,6 +124,9 @@ class Diffusion(GenerativeModel):
         check_choice("model.loss_weighting", loss_weighting, Weighting)
         check_positive("model.min_snr_gamma", min_snr_gamma)
         check_positive("model.vlb_timesteps", vlb_timesteps)
+        if sampler is not None and not isinstance(sampler, Sampler):
+            raise ValueError(f"model.sampler: {type(sampler).__name__} is not a diffusion sampler; a diffusion model takes "
+                             "sampler=ddpm|ddim|dpm_solver|dpm_solver_3m (conf/sampler/)")
         self.image_shape = tuple(image_shape)
         self.net = network(image_shape=self.image_shape)
         self.schedule = schedule
