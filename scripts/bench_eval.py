@@ -2,7 +2,7 @@
 
     python scripts/bench_eval.py --run-dir outputs/.../RUN --num-samples 10000 --out bench_eval.json
 
-Without --run-dir it first trains `experiment=tiny` (seconds) into a temporary folder. The steps are
+Without --run-dir it first trains `experiment=smoke` (seconds) into a temporary folder. The steps are
 the ones genbench.protocol runs, timed one by one, under the protocol of conf/eval (the reference
 protocol unless Hydra overrides such as eval.num_reference=... follow the flags):
 1. sampling: genbench.generate.generate, batched;
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", help="a `genbench train` folder; default: train experiment=tiny first")
+    parser.add_argument("--run-dir", help="a `genbench train` folder; default: train experiment=smoke first")
     parser.add_argument("--num-samples", type=int, default=None, help="default: eval.num_samples (10000)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -50,7 +50,7 @@ def main() -> None:
     run_dir = args.run_dir
     if run_dir is None:
         run_dir = str(tmp / "run")
-        subprocess.run([sys.executable, "-m", "genbench.cli", "train", "experiment=tiny", "eval.at_end=false",
+        subprocess.run([sys.executable, "-m", "genbench.cli", "train", "experiment=smoke", "eval.at_end=false",
                         f"hydra.run.dir={run_dir}"], check=True, capture_output=True)
     device = resolve_device(args.device)
     protocol = bench_protocol(args.num_samples, [f"eval.cache_dir={tmp / 'cache'}", *args.overrides])  # a cold cache

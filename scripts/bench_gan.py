@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_gan.py --budget 30 --num-samples 2000   # a 2-minute try of the plumbing
 
 Steps:
-1. genbench: `genbench train model=gan` as shipped (with conf/family/default/gan.yaml: batch 64, no clipping),
+1. genbench: `genbench train model=gan` as shipped (with conf/family/gan.yaml: batch 64, no clipping),
    with trainer.max_time = budget and no step limit, sampled from the EMA of G (the default).
 2. The recipe of pytorch/examples' dcgan/main.py, written out below: ngf = ndf = 32, nz = 100,
    batch norm in G and in D (except D's first layer), sigmoid + BCE with the non-saturating G loss,

@@ -43,7 +43,7 @@ def test_every_model_builds_and_yields_losses(compose_cfg, model):
 @pytest.mark.parametrize("schedule", options("schedule"))
 @pytest.mark.parametrize("sampler", options("sampler"))
 def test_every_schedule_and_sampler_plug_into_diffusion(compose_cfg, schedule, sampler):
-    cfg = compose_cfg("train", ["experiment=tiny", f"schedule@model.schedule={schedule}", f"sampler@model.sampler={sampler}",
+    cfg = compose_cfg("train", ["experiment=smoke", f"schedule@model.schedule={schedule}", f"sampler@model.sampler={sampler}",
                                 "model.sampler.steps=3"])
     model = instantiate(cfg.model, image_shape=(1, 8, 8), _convert_="all")
     assert type(model.schedule.betas) is torch.Tensor and model.schedule.betas.dtype == torch.float64

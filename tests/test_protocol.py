@@ -64,7 +64,7 @@ def test_protocols_that_cannot_work_fail_when_built(compose_cfg, overrides, mess
 
 def test_bad_protocol_stops_train_before_any_step(mnist_root, tmp_path, capsys):
     """eval.num_samples=50 with KID subsets of 100: one line naming the key, and nothing trained."""
-    code = cli.main(["train", "experiment=tiny", "data=mnist", f"data.root={mnist_root}", "trainer.max_steps=2",
+    code = cli.main(["train", "experiment=smoke", "data=mnist", f"data.root={mnist_root}", "trainer.max_steps=2",
                      "trainer.device=cpu", "eval.num_samples=50", "eval.metrics.kid_subset_size=100",
                      f"hydra.run.dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err.strip()

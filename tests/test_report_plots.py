@@ -105,7 +105,7 @@ def test_samples_panel_draws_each_variant_from_its_checkpoint(tmp_path: Path, co
     from genbench.checkpoint import save_checkpoint
     from genbench.compare import main
 
-    cfg = OmegaConf.to_container(compose_cfg("train", ["model=gan", "experiment=tiny_gan", "data=mnist",
+    cfg = OmegaConf.to_container(compose_cfg("train", ["model=gan", "experiment=smoke", "data=mnist",
                                                        "data.image_size=16"]), resolve=True)
     with_ckpt = make_run(tmp_path / "runs", "gan", "gan", 0, make_record(10.0))
     make_run(tmp_path / "runs", "vae", "vae", 0, make_record(20.0))

@@ -19,7 +19,7 @@ GENBENCH = [sys.executable, "-m", "genbench"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
 SMALL_EVAL = ["eval.num_samples=48", "eval.num_reference=256", "eval.metrics.kid_subset_size=24", "eval.metrics.isc_splits=4",
               "eval.likelihood_images=8", "eval.diagnostic_images=4", "eval.batch_size=48"]
-TINY_JOB = ["model=gan", "experiment=tiny_gan", "trainer.max_steps=3", "trainer.sample_every=0", "trainer.device=cpu",
+TINY_JOB = ["model=gan", "experiment=smoke", "trainer.max_steps=3", "trainer.sample_every=0", "trainer.device=cpu",
             "trainer.progress=false", *SMALL_EVAL]
 
 

@@ -268,8 +268,14 @@ class Trainer:
         self.machine = machine_record(self.device, dtypes=tuple(dict.fromkeys(("fp32", self.precision))))
         if self.compute["train_flops_per_image"] is None:  # measured once, on a copy, RNG put back
             first = data.batch(distributed.shard(data.batch_indices(self.step, self.batch_size, self.seed), self.dist), self.device)
-            with self._autocast():
-                self.compute["train_flops_per_image"] = train_flops_per_image(model, first)
+            try:
+                with self._autocast():
+                    self.compute["train_flops_per_image"] = train_flops_per_image(model, first)
+            except Exception as e:  # torch's FLOP counter cannot trace every graph (some autograd.grad patterns)
+                if self.max_flops is not None:
+                    raise ValueError(f"trainer.max_flops: the training FLOPs of {type(model).__name__} could not be "
+                                     f"counted ({type(e).__name__}: {e}); use trainer.max_time or trainer.max_steps") from None
+                log.warning("training FLOPs not counted (%s: %s): no FLOP or MFU figures for this run", type(e).__name__, e)
         if self.compile:
             for child in model.children():
                 child.compile()
@@ -286,7 +292,7 @@ class Trainer:
         saved_step = self.step if resumed else -1
         log.info("training %s on %s (%s), %d parameters, %.3g training GFLOPs per image, run dir %s", type(model).__name__,
                  data.name, self.device, sum(p.numel() for p in model.parameters()),
-                 self.compute["train_flops_per_image"] / 1e9, self.run_dir)
+                 (self.compute["train_flops_per_image"] or math.nan) / 1e9, self.run_dir)
         try:
             last = self._should_stop()
             while not last:
