@@ -94,6 +94,15 @@ def test_uniform_moments_and_bad_values():
     assert isinstance(gaussian_flow(0.0, torch.ones(D), time_sampling="uniform").time_sampling, Uniform)
 
 
+def test_samplers_do_not_cross_families():
+    """sampler=ddim on a flow run, or sampler=flow/euler on a diffusion run, is one line naming the options."""
+    from genbench.models.diffusion import Diffusion
+    from genbench.schedules import linear
+
+    with pytest.raises(ValueError, match=r"model\.sampler: FlowEuler is not a diffusion sampler.*dpm_solver_3m"):
+        Diffusion(SHAPE, lambda image_shape: nn.Identity(), linear(10), sampler=FlowEuler())
+
+
 def test_loss_of_the_exact_velocity_is_the_irreducible_error():
     """With v = E[eps - x_0 | x_t], the loss at t is Var(eps - x_0 | x_t) = 1 + s^2 - (t - (1 - t) s^2)^2 / v_t,
     v_t = (1 - t)^2 s^2 + t^2 (Gaussian regression); averaged over t ~ U(0, 1) by quadrature. A wrong
