@@ -140,6 +140,16 @@ def test_solver_order_of_convergence(make, order, mu, s):
     assert errors[-1] < 0.2
 
 
+def test_adams_bashforth_weights_on_equal_steps():
+    """On a uniform grid the variable-step weights are the textbook ones: AB2 (3/2, -1/2) h, AB3
+    (23/12, -16/12, 5/12) h (Hairer et al. III.1, Table 1.1); here h = -0.1 (time runs down)."""
+    from genbench.samplers import _adams_bashforth_weights
+
+    assert _adams_bashforth_weights(0.4, [0.5, 0.6]) == pytest.approx([-0.15, 0.05])
+    assert _adams_bashforth_weights(0.4, [0.5, 0.6, 0.7]) == pytest.approx([-23 / 120, 16 / 120, -5 / 120])
+    assert _adams_bashforth_weights(0.4, [0.5]) == pytest.approx([-0.1])  # Euler
+
+
 def test_time_grid_and_nfe():
     """The grid runs from 1 to 0 (SD3's shift t' = s t / (1 + (s - 1) t) bends it towards noise), and
     sampling_info's NFE is the number of network calls sample() makes."""

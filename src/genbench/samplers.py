@@ -333,14 +333,11 @@ def _adams_bashforth_weights(t_new: float, ts: list[float]) -> list[float]:
     the variable-step Adams-Bashforth weights, exact for polynomial v of degree len(ts) - 1."""
     weights = []
     for j, t_j in enumerate(ts):
-        others = [t_i for i, t_i in enumerate(ts) if i != j]
-        coef = torch.tensor([1.0], dtype=torch.float64)  # polynomial coefficients, lowest degree first
-        for t_i in others:
-            coef = torch.cat([coef, torch.zeros(1, dtype=torch.float64)]) * -t_i + torch.cat(
-                [torch.zeros(1, dtype=torch.float64), coef])  # times (t - t_i)
-            coef = coef / (t_j - t_i)
-        powers = torch.arange(1, len(coef) + 1, dtype=torch.float64)
-        antiderivative = lambda t: float((coef * t**powers / powers).sum())  # noqa: E731
+        coef = [1.0]  # L_j's polynomial coefficients, lowest degree first
+        for i, t_i in enumerate(ts):
+            if i != j:  # times (t - t_i) / (t_j - t_i)
+                coef = [(a - t_i * b) / (t_j - t_i) for a, b in zip([0.0, *coef], [*coef, 0.0])]
+        antiderivative = lambda t: sum(c * t ** (k + 1) / (k + 1) for k, c in enumerate(coef))  # noqa: E731
         weights.append(antiderivative(t_new) - antiderivative(ts[0]))
     return weights
 
