@@ -34,13 +34,13 @@ def average_of(make, values) -> float:
 
 
 def sigma_rel_of(gamma: float) -> float:
-    """EDM2 eq. 3: the relative standard deviation of the profile t^gamma."""
+    """EDM2 Sec. 3.1: the relative standard deviation of the profile t^gamma."""
     return math.sqrt((gamma + 1) / ((gamma + 2) ** 2 * (gamma + 3)))
 
 
 @pytest.mark.parametrize("sigma_rel, gamma", [(0.05, 16.97), (0.10, 6.94)])
 def test_sigma_rel_to_gamma_matches_edm2(sigma_rel, gamma):
-    """EDM2 Sec. 3.1 quotes gamma = 16.97 for sigma_rel = 0.05 and 6.94 for 0.10; and the map inverts eq. 3."""
+    """EDM2 Sec. 3.1 quotes gamma = 16.97 for sigma_rel = 0.05 and 6.94 for 0.10; and the map inverts sigma_rel(gamma)."""
     assert sigma_rel_to_gamma(sigma_rel) == pytest.approx(gamma, abs=0.01)
     for g in (0.0, 0.5, 3.0, 40.0):
         assert sigma_rel_to_gamma(sigma_rel_of(g)) == pytest.approx(g, rel=1e-6, abs=1e-6)
@@ -58,7 +58,7 @@ def test_sigma_rel_out_of_range_is_one_line_naming_the_key(bad):
 @pytest.mark.parametrize("sigma_rel", [0.05, 0.1, 0.2])
 def test_power_ema_length_is_a_fraction_of_the_run(sigma_rel):
     """After N updates the power EMA weighs update tau (1-based) by (1 - beta_tau) prod_{k > tau} beta_k =
-    (1 - (1 - 1/tau)^(g+1)) (tau/N)^(g+1) ~ (g+1) tau^g / N^(g+1): the profile of EDM2 eq. 2. So the mean
+    (1 - (1 - 1/tau)^(g+1)) (tau/N)^(g+1) ~ (g+1) tau^g / N^(g+1): EDM2's power profile. So the mean
     age of the average is N (g+1)/(g+2) and its standard deviation sigma_rel times its peak N, at any N."""
     gamma = sigma_rel_to_gamma(sigma_rel)
     for n in (500, 2000):

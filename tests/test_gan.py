@@ -149,7 +149,7 @@ def test_loss_signs(loss):
 
 
 def test_rpgan_pairs_and_signs_on_hand_made_logits():
-    """Huang et al. 2025 eq. 2: D's loss is mean softplus(l_fake - l_real) over the pairs, G's (fed
+    """RpGAN (Huang et al. 2025): D's loss is mean softplus(l_fake - l_real) over the pairs, G's (fed
     l_fake - l_real) mean softplus(l_real - l_fake). It reads differences only (a shift of every logit changes
     nothing), pairs image i with image i (not every real with every fake), is log 2 at the undecided D, and
     D's gradient on a pair's two logits is equal and opposite."""

@@ -5,10 +5,10 @@ Two profiles, picked by the Trainer's keys:
   Valpola 2017 (arXiv:1703.01780) so early averages are not dominated by the initialisation. Its memory is
   a fixed number of steps, 1 / (1 - beta), whatever the length of the run.
 - the power function of EDM2 (Karras et al. 2024, "Analyzing and Improving the Training Dynamics of
-  Diffusion Models", arXiv:2312.02696, Sec. 3.1 and App. C.2), trainer.ema_sigma_rel: at step t the
+  Diffusion Models", arXiv:2312.02696, Sec. 3.1 and App. C), trainer.ema_sigma_rel: at step t the
   average weighs step tau in proportion to tau^gamma, so its length is a fixed *fraction* of the run so far,
-  beta_t = (1 - 1/t)^(gamma + 1) (their eq. 4 in update form, t counted from 1; beta_1 = 0). Its width
-  is given as sigma_rel, the standard deviation of that profile relative to its peak t (eq. 3):
+  beta_t = (1 - 1/t)^(gamma + 1) (the update form of that profile, t counted from 1; beta_1 = 0). Its width
+  is given as sigma_rel, the standard deviation of that profile relative to its peak t:
       sigma_rel^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)),
   solved for gamma by `sigma_rel_to_gamma`. EDM2's defaults are sigma_rel 0.05 - 0.15.
 
@@ -31,7 +31,7 @@ SIGMA_REL_MAX = math.sqrt((math.sqrt(5) - 1) / 2 / ((math.sqrt(5) + 1) / 2) ** 2
 def sigma_rel_to_gamma(sigma_rel: float) -> float:
     """The exponent gamma of the power-function profile whose relative width is sigma_rel: the largest
     real root of (gamma + 2)^2 (gamma + 3) sigma_rel^2 - (gamma + 1) = 0, i.e. of
-    gamma^3 + 7 gamma^2 + (16 - 1/sigma_rel^2) gamma + (12 - 1/sigma_rel^2) (EDM2 eq. 3 rearranged).
+    gamma^3 + 7 gamma^2 + (16 - 1/sigma_rel^2) gamma + (12 - 1/sigma_rel^2) (EDM2 Sec. 3.1's relation rearranged).
     sigma_rel(gamma) peaks at ~0.3003 (gamma = (sqrt(5) - 3) / 2), so wider profiles do not exist."""
     if not 0 < sigma_rel < SIGMA_REL_MAX:
         raise ValueError(f"trainer.ema_sigma_rel={sigma_rel} must be in (0, {SIGMA_REL_MAX:.4f}), e.g. 0.05 - 0.15 "
@@ -42,7 +42,7 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
 
 
 def power_beta(step: int, gamma: float) -> float:
-    """beta_t = (1 - 1/t)^(gamma + 1) at update number t = step + 1 (EDM2 eq. 4's update form)."""
+    """beta_t = (1 - 1/t)^(gamma + 1) at update number t = step + 1: the power profile in update form."""
     t = step + 1
     return (1 - 1 / t) ** (gamma + 1)
 

@@ -7,7 +7,7 @@
 - `DPMSolverPP2M`: DPM-Solver++(2M), Lu et al. 2022 (arXiv:2211.01095) Algorithm 2, a second-order
   multistep solver of the probability-flow ODE in data-prediction form.
 - `DPMSolverPP3M`: its third-order multistep sibling (the "3M" of Lu et al.'s code; the update is the
-  exact integral of eq. 9's exponential integrator against the quadratic through the last three x_0
+  exact integral of the exponential integrator against the quadratic through the last three x_0
   estimates, derived in the class docstring).
 
 A sampler sees the model only through `denoise(x_t, t) -> (x_0, eps)` and `alphas_cumprod`
@@ -15,7 +15,7 @@ A sampler sees the model only through `denoise(x_t, t) -> (x_0, eps)` and `alpha
 Lin et al. 2024 (arXiv:2305.08891) Table 2: leading, trailing, linspace; and two grids uniform in a
 function of the noise level sigma_t = sqrt((1 - ab_t) / ab_t), snapped to the nearest of the T indices:
 karras (Karras et al. 2022, arXiv:2206.00364, eq. 5 with rho = 7) and logsnr (uniform in
-lambda = -log sigma, DPM-Solver's grid, Lu et al. 2022 Sec. 3.3).
+lambda = -log sigma, the grid DPM-Solver recommends, Lu et al. 2022, arXiv:2206.00927).
 
 Flow samplers (`FlowEuler`, `FlowHeun`, `FlowAdamsBashforth`) integrate the ODE dx/dt = v(x, t) of a
 flow-matching model (genbench.models.flow) from t = 1 (noise) to t = 0 (data); they see the model only
@@ -213,7 +213,7 @@ class DPMSolverPP2M(Sampler):
 @dataclass
 class DPMSolverPP3M(Sampler):
     """DPM-Solver++(3M): the multistep data-prediction solver of Lu et al. 2022 at third order. In
-    lambda = log(alpha / sigma), eq. 9 of Lu et al. (arXiv:2211.01095) reads
+    lambda = log(alpha / sigma), the exact solution of the data-prediction ODE (Lu et al., arXiv:2211.01095) reads
         x_t = (sigma_t / sigma_s) x_s + sigma_t int_{lambda_s}^{lambda_t} e^lambda x0(lambda) dlambda.
     With x0(lambda) replaced by the quadratic through the last three estimates (Newton form around
     lambda_s, steps h = lambda_t - lambda_s, h_0 and h_1 back), x0 ~ m_0 + d_1 u + d_2 u^2 / 2 with
@@ -254,7 +254,7 @@ class DPMSolverPP3M(Sampler):
                     d1 = d1 + h0 * f012
                     update = update + (h * h / 2 - a1) * 2 * f012
                 update = update + a1 * d1
-            # 3. the exponential-integrator step (eq. 9)
+            # 3. the exponential-integrator step
             x = math.sqrt((1 - ab_s) / (1 - ab_t)) * x + math.sqrt(ab_s) * update
         return x
 

@@ -6,7 +6,7 @@ Papers:
   path of eq. 20 with sigma_min = 0 is the line below).
 - Liu, Gong & Liu 2023, "Flow Straight and Fast", arXiv:2209.03003 (rectified flow, eq. 1).
 - Esser et al. 2024, "Scaling Rectified Flow Transformers" (SD3), arXiv:2403.03206: timesteps from a
-  logit-normal density (Sec. 3.1, eq. 19), the best of their 61 variants; the sampling shift (Sec. 5.3.2).
+  logit-normal density (Sec. 3.1), the best of their 61 variants; the sampling shift (Sec. 5.3.2).
 - Chen et al. 2018, "Neural Ordinary Differential Equations", arXiv:1806.07366, and Grathwohl et al. 2019,
   "FFJORD", arXiv:1810.01367: the log-density of a continuous flow (instantaneous change of variables)
   with Hutchinson's trace estimator.
@@ -53,7 +53,7 @@ class TimeDistribution:
 
 @dataclass
 class LogitNormal(TimeDistribution):
-    """t = sigmoid(u), u ~ N(logit_mean, logit_std^2) (Esser et al. 2024, eq. 19): weights the middle of
+    """t = sigmoid(u), u ~ N(logit_mean, logit_std^2) (Esser et al. 2024, Sec. 3.1): weights the middle of
     the path, where the velocity is hardest to predict; logit_mean > 0 moves weight towards noise.
     Their best setting is logit_mean = 0, logit_std = 1."""
 

@@ -15,7 +15,7 @@ Papers:
   arXiv:1801.04406: the R1 penalty (eq. 9), applied lazily as in Karras et al. 2020, arXiv:1912.04958, Sec. 3.1.
 - Huang, Gokaslan, Kuleshov & Tompkin 2025, "The GAN is dead; long live the GAN! A Modern Baseline GAN"
   (R3GAN), arXiv:2501.05441: the relativistic pairing loss (RpGAN, Jolicoeur-Martineau 2019,
-  arXiv:1807.00734) with zero-centred R1 and R2 penalties (their eq. 5 / Sec. 2.3), Adam with beta1 = 0.
+  arXiv:1807.00734) with zero-centred R1 and R2 penalties (their Sec. 2), Adam with beta1 = 0.
 - Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule", arXiv:1706.08500: D's learning
   rate d_lr_ratio times G's (optim.lr).
 - Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training", arXiv:2006.10738
@@ -87,7 +87,7 @@ OBJECTIVES: dict[str, Objective] = {
     # Mao et al. eq. 2, 0-1 coding: D regresses real to 1 and fake to 0, G pushes fake to 1.
     "lsgan": Objective(lambda r, f: 0.5 * (r - 1).pow(2).mean() + 0.5 * f.pow(2).mean(),
                        lambda f: 0.5 * (f - 1).pow(2).mean(), _identity, 0.5),
-    # Huang et al. 2025 eq. 2 (RpGAN): D lowers softplus(l_fake - l_real) of each pair, G (called on
+    # RpGAN (Huang et al. 2025 Sec. 2): D lowers softplus(l_fake - l_real) of each pair, G (called on
     # l_fake - l_real) lowers softplus(l_real - l_fake); D calls the pair right when l_real > l_fake.
     "rpgan": Objective(lambda r, f: F.softplus(f - r).mean(), lambda d: F.softplus(-d).mean(), _identity, 0.0,
                        relativistic=True),
@@ -110,7 +110,7 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], x_hat: torc
 
 def r1_penalty(real_logits: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
     """E_{p_D}[||grad_x D(x)||^2] (Mescheder et al. eq. 9, without gamma / 2); x_real must require grad.
-    On generated images instead of real ones it is R2 (Mescheder et al. eq. 10; Huang et al. 2025 Sec. 2.3)."""
+    On generated images instead of real ones it is R2 (Mescheder et al. 2018; Huang et al. 2025 Sec. 2)."""
     (grad,) = torch.autograd.grad(real_logits.sum(), x_real, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
 
