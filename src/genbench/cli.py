@@ -148,8 +148,12 @@ def verb_help(verb: str, overrides: list[str]) -> str:
         cfg = compose(verb, [])
     groups = []
     choices = list(cfg.hydra.runtime.choices.items())[::-1]  # the order of the verb's defaults list
+    presets = {group.split("@")[0] for group, _ in choices if group.endswith("@_global_")}
     for group, choice in sorted(choices, key=lambda item: "@" in item[0]):  # then groups nested in a choice
-        options = sorted(p.stem for p in (Path(CONF_DIR) / group.split("@")[0]).glob("*.yaml"))
+        folder = Path(CONF_DIR) / group.split("@")[0]
+        # sub-folders hold options too (sampler=flow/euler), except where they hold per-family presets (size/gan/)
+        files = folder.glob("*.yaml") if group.split("@")[0] in presets else folder.rglob("*.yaml")
+        options = sorted(p.relative_to(folder).with_suffix("").as_posix() for p in files)
         # not shown: Hydra's own groups (--hydra-help), and presets another choice pulls in (family@_global_)
         if options and not group.startswith("hydra") and not group.endswith("@_global_"):
             groups.append((group, "  ".join(f"{o}*" if o == choice else o for o in options)))

@@ -57,7 +57,7 @@ def _hydra_candidates(verb: str, rest: str) -> list[str]:
                 candidates.append(f"{key}=")
             elif current.split("=", 1)[0] == key:
                 folder = Path(CONF_DIR) / key.split("@")[0]
-                candidates += [f"{key}={p.stem}" for p in sorted(folder.glob("*.yaml"))]
+                candidates += [f"{key}={p.relative_to(folder).with_suffix('').as_posix()}" for p in sorted(folder.rglob("*.yaml"))]
     return candidates
 
 
