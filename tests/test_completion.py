@@ -37,6 +37,10 @@ def test_groups_placed_in_a_node():
     assert ask("genbench train schedule@model.schedule=c") == ["schedule@model.schedule=cosine"]
 
 
+def test_options_in_sub_folders():
+    assert "sampler=flow/euler" in ask("genbench sample sampler=flow/")
+
+
 def test_each_verb_completes_its_own_config():
     assert "num_samples=" in ask("genbench sample num")
     assert not [c for c in ask("genbench sample ") if c.startswith(("model", "optim", "trainer"))]

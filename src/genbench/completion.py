@@ -49,15 +49,17 @@ def _hydra_candidates(verb: str, rest: str) -> list[str]:
     cfg = loader.load_configuration(config_name=verb, overrides=[], run_mode=RunMode.RUN)
     known = {*cfg.hydra.runtime.choices, *cfg}
     candidates = [c for c in candidates if c.lstrip("+~").split("=")[0].split(".")[0].split("/")[0] in known]
-    # groups placed inside another node (schedule@model.schedule), which Hydra's completion does not offer
+    # what Hydra's completion does not offer: groups placed inside another node (schedule@model.schedule=)
+    # and options in a group's sub-folders (sampler=flow/euler)
     current = rest.split(" ")[-1]
     for key in cfg.hydra.runtime.choices:
-        if "@" in key and not key.startswith("hydra") and not key.endswith("@_global_"):
-            if "=" not in current:
-                candidates.append(f"{key}=")
-            elif current.split("=", 1)[0] == key:
-                folder = Path(CONF_DIR) / key.split("@")[0]
-                candidates += [f"{key}={p.relative_to(folder).with_suffix('').as_posix()}" for p in sorted(folder.rglob("*.yaml"))]
+        if key.startswith("hydra") or key.endswith("@_global_"):
+            continue
+        if "@" in key and "=" not in current:
+            candidates.append(f"{key}=")
+        elif current.split("=", 1)[0] == key:
+            folder = Path(CONF_DIR) / key.split("@")[0]
+            candidates += [f"{key}={p.relative_to(folder).with_suffix('').as_posix()}" for p in sorted(folder.rglob("*.yaml"))]
     return candidates
 
 
