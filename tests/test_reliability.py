@@ -102,7 +102,7 @@ def test_a_partial_file_from_a_killed_save_is_removed_on_resume(compose_cfg, mni
 
 
 # 3. a truncated or corrupt last.pt: one line naming the file; resume falls back to the newest good step file
-@pytest.mark.parametrize("damage", ["truncate", "random_bytes"])
+@pytest.mark.parametrize("damage", ["truncate", "random_bytes", "pickle_bytes"])
 def test_corrupt_last_checkpoint(compose_cfg, mnist_root: Path, tmp_path: Path, damage: str, caplog):
     run(compose_cfg, tmp_path / "r", mnist_root, "trainer.max_steps=6", "trainer.keep_checkpoints=3")
     last = tmp_path / "r" / "checkpoints" / LAST
@@ -110,9 +110,13 @@ def test_corrupt_last_checkpoint(compose_cfg, mnist_root: Path, tmp_path: Path, 
         with open(last, "r+b") as f:
             f.truncate(last.stat().st_size // 2)
         expected_step = 4
+    elif damage == "pickle_bytes":  # bytes that make torch's unpickler fail inside (IndexError: pop from empty list)
+        last.unlink()
+        last.write_bytes(b"\x80\x02e.")
+        expected_step = 6
     else:  # a new file in last.pt's place: step 6 is still good
         last.unlink()
-        last.write_bytes(os.urandom(4096))
+        last.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)))
         expected_step = 6
     with pytest.raises(CheckpointError) as e:
         load_model(tmp_path / "r")  # what sample and eval do: refuse, in one line naming the file
