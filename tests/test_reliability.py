@@ -374,3 +374,23 @@ def test_a_real_file_size_limit_is_one_line_and_the_run_resumes_after(mnist_root
     assert load_checkpoint(tmp_path / "r")["step"] == 2
     subprocess.run([*args, "trainer.max_steps=4"], env=env, check=True, capture_output=True)
     assert load_checkpoint(tmp_path / "r")["step"] == 4
+
+
+# 11. two sweeps (or runs) started in the same second get their own folders: a per-process uid in each name
+def test_run_and_sweep_folders_carry_a_per_process_uid(compose_cfg):
+    """The behaviour end to end (two sweeps started together) is tests/test_sweep.py's slow test."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from genbench import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    hydra_cfg = OmegaConf.to_container(cfg.hydra, resolve=False)
+    assert hydra_cfg["run"]["dir"].endswith("-${uid:}") and hydra_cfg["sweep"]["dir"].endswith("-${uid:}")
+    import genbench.train
+
+    assert len(genbench.train._UID) == 6 and OmegaConf.create({"u": "${uid:}"}).u == genbench.train._UID
