@@ -64,3 +64,16 @@ def test_training_flops_are_forward_plus_backward_and_leave_the_model_alone():
 
 def test_sampling_flops_are_per_image_at_the_sampler_nfe():
     assert sample_flops_per_image(Linear()) == pytest.approx(3 * 2 * 16 * 16)
+
+
+def test_mfu_is_against_the_best_peak_seen_on_the_training_machine():
+    from genbench.protocol import compute_record
+
+    machine = {"cpu_model": "X", "cpu_count": 2, "torch_threads": 2, "device_name": "X", "torch_version": "2"}
+    state = {"compute": {"train_flops": 1e12, "train_flops_per_image": 1e6}, "train_time": 10.0,
+             "machine": {**machine, "peak_flop_per_s": {"fp32": 5e10}}}  # probed while the machine was busy
+    here = {**machine, "peak_flop_per_s": {"fp32": 2e11}}
+    assert compute_record(state, None, here, "fp32")["mfu"] == pytest.approx(1e11 / 2e11)
+    elsewhere = {**here, "cpu_model": "Y"}  # another machine's peak says nothing about the training's
+    assert compute_record(state, None, elsewhere, "fp32")["mfu"] == pytest.approx(1e11 / 5e10)
+    assert compute_record({**state, "machine": None}, None, elsewhere, "fp32")["mfu"] == pytest.approx(1e11 / 2e11)

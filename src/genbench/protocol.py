@@ -472,6 +472,7 @@ def provenance(device: torch.device | str, precision: str) -> dict:
 
 
 _SAMPLE_FLOPS: dict[str, float | None] = {}
+MACHINE_KEY = ("cpu_model", "cpu_count", "torch_threads", "device_name", "torch_version")  # one machine's peak
 COMPUTE_KEYS = ("train_flops_per_image", "train_flops", "train_flop_per_s", "mfu", "sample_flops_per_image")
 
 
@@ -479,12 +480,17 @@ def compute_record(state: dict, model: GenerativeModel | None, machine: dict, pr
     """Training compute from the checkpoint's state["compute"] (null for checkpoints older than it), the
     achieved training FLOP/s and its model-FLOP utilisation against the machine's matmul peak in the
     run's dtype, and the FLOPs of one generated image at `model`'s sampler and NFE (null without a
-    model). The peak is this machine's: an evaluation on another machine than the training's gives an
-    MFU against the wrong peak, so the checkpoint's own machine record wins when it has one."""
+    model). The peak is the training machine's (the checkpoint's machine record, when it has one): the best
+    matmul rate seen there, so when this evaluation runs on the same machine (same CPU, cores, threads,
+    device and torch) a later, higher probe counts too."""
     c = state.get("compute") or {}
     train_flops, train_time = c.get("train_flops"), state.get("train_time")
     flop_per_s = train_flops / train_time if train_flops and train_time else None
-    peak = ((state.get("machine") or machine).get("peak_flop_per_s") or {}).get(precision)
+    trained_on = state.get("machine") or machine
+    peaks = [(trained_on.get("peak_flop_per_s") or {}).get(precision)]
+    if all(trained_on.get(k) == machine.get(k) for k in MACHINE_KEY):
+        peaks.append((machine.get("peak_flop_per_s") or {}).get(precision))
+    peak = max((p for p in peaks if p), default=None)
     return {"train_flops_per_image": c.get("train_flops_per_image"), "train_flops": train_flops,
             "train_flop_per_s": flop_per_s, "mfu": flop_per_s / peak if flop_per_s and peak else None,
             "sample_flops_per_image": sample_flops(state, model) if model is not None else None}
