@@ -394,3 +394,21 @@ def test_run_and_sweep_folders_carry_a_per_process_uid(compose_cfg):
     import genbench.train
 
     assert len(genbench.train._UID) == 6 and OmegaConf.create({"u": "${uid:}"}).u == genbench.train._UID
+
+
+def test_the_readme_table_names_tests_that_exist():
+    """README's "What survives what": every test it names is defined where it says."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## What survives what", 1)[1].split("\n## ", 1)[0]
+    named = 0
+    for row in (line for line in table.splitlines() if line.startswith("| ") and "test_" in line):
+        cell = row.rstrip(" |").rsplit(" | ", 1)[1]
+        current = "tests/test_reliability.py"
+        for path, same, name in re.findall(r"`(?:(tests/[\w/]+\.py)::|(::))?(test_\w+)`", cell):
+            current = path or (current if same else "tests/test_reliability.py")  # `::name`: the file named before
+            source = (Path(__file__).resolve().parents[1] / current).read_text()
+            assert f"def {name}(" in source, f"{current}::{name}"
+            named += 1
+    assert named >= 30
