@@ -19,11 +19,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 from genbench import CONF_DIR
-from genbench.checkpoint import atomic_write
-from genbench.data import ImageData
+from genbench.atomic import atomic_write
+from genbench.data import ImageData, image_grid
 from genbench.protocol import Protocol
 
 log = logging.getLogger("bench")
@@ -99,7 +99,7 @@ def score(images: torch.Tensor, data: ImageData, protocol: Protocol, name: str |
 
 
 def save_grid(images: torch.Tensor, path: Path, n: int = 64) -> None:
-    save_image(make_grid(images[:n].float() / 255, nrow=int(n**0.5), padding=2), path)
+    save_image(image_grid(images[:n]), path)
 
 
 def write_report(report: dict, path: Path) -> None:

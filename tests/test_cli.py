@@ -268,7 +268,7 @@ def test_one_line_errors_names_the_key_of_a_failed_instantiate(capsys):
 def test_one_line_errors_for_a_full_disk(capsys, tmp_path):
     import errno
 
-    from genbench.checkpoint import WriteError
+    from genbench.atomic import WriteError
 
     handler = logging.FileHandler(tmp_path / "train.log")
     logging.getLogger().addHandler(handler)

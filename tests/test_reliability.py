@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
-from genbench.checkpoint import LAST, CheckpointError, WriteError, atomic_write, load_checkpoint, load_model
+from genbench.atomic import WriteError, atomic_write
+from genbench.checkpoint import LAST, CheckpointError, load_checkpoint, load_model
 from genbench.train import train
 from genbench.trainer import NonFiniteError, ResumeMismatch, Trainer
 from tests.conftest import tiny_overrides
@@ -240,7 +240,7 @@ def test_signals_checkpoint_and_exit_preempted(mnist_root: Path, tmp_path: Path,
     assert code == 128 + signum
     assert load_checkpoint(run_dir)["step"] == 2  # saved at the step the signal ended
     assert f"pre-empted by {signal.Signals(signum).name} at step 2" in out and "Traceback" not in out
-    assert f"resume with: genbench train" in out and f"hydra.run.dir={run_dir}" in out
+    assert "resume with: genbench train" in out and f"hydra.run.dir={run_dir}" in out
     assert f"pre-empted by {signal.Signals(signum).name}" in (run_dir / "train.log").read_text()
     assert signal.getsignal(signum) is not Trainer._on_signal  # handlers are put back
 

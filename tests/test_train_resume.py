@@ -79,6 +79,18 @@ def test_progress_bar_counts_down_the_budget_that_ends_the_run(compose_cfg, mnis
     assert "train: 100%" in err and shown in err and "<" in err  # tqdm's elapsed<remaining
 
 
+def test_compile_time_is_kept_out_of_the_budget(compose_cfg, mnist_root: Path, tmp_path: Path, monkeypatch):
+    """The first compiled step is mostly compiling: it is logged as compute.compile_s (perf/compile_s), not
+    counted in train_time or the budgets. (torch.compile itself is stubbed: CUDA's is checked by gpu_check.sh.)"""
+    import genbench.trainer
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(genbench.trainer.time, "perf_counter", lambda: next(clock) / 10)  # 0.2 s per step
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *args, **kwargs: None)
+    state = run(compose_cfg, tmp_path / "c", mnist_root, "trainer.compile=true", "trainer.max_steps=5")
+    assert state["compute"]["compile_s"] == pytest.approx(0.2) and state["train_time"] == pytest.approx(0.8)
+
+
 def test_a_run_without_any_limit_is_refused(compose_cfg, mnist_root: Path, tmp_path: Path):
     from hydra.errors import InstantiationException
 

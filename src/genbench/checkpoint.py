@@ -23,8 +23,7 @@ from typing import Any
 
 import torch
 
-from genbench.atomic import WriteError, atomic_write  # noqa: F401  (re-exported: every writer's one helper)
-from genbench.runtime import rng_state, set_rng_state  # noqa: F401  (the RNG part of the format)
+from genbench.atomic import atomic_write
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"

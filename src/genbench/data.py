@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import urllib.error
 import zipfile
@@ -87,6 +88,15 @@ class ImageData:
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] to float [-1, 1]."""
     return images.float().div(127.5).sub(1.0)
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+    """Every grid genbench draws (TensorBoard, PNGs, panels): (N, C, H, W) uint8 images or floats in
+    [-1, 1] -> one (3, H', W') image in [0, 1], ceil(sqrt(N)) per row unless `nrow` says otherwise."""
+    from torchvision.utils import make_grid
+
+    x = images.float().cpu() / 255 if images.dtype == torch.uint8 else (images.float().cpu().clamp(-1, 1) + 1) / 2
+    return make_grid(x, nrow=nrow or math.ceil(math.sqrt(len(images))), padding=padding, pad_value=pad_value)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

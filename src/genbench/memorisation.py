@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.utils import make_grid
+
+from genbench.data import image_grid
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5)
 
@@ -82,4 +83,4 @@ def panel(samples: torch.Tensor, train: torch.Tensor, distance: torch.Tensor, in
     train (M, C, H, W) -> a (3, H', W') grid in [0, 1], four (sample, nearest) pairs per row."""
     order = distance.argsort()[:k]
     pairs = torch.stack([samples[order], train[index[order]]], dim=1).flatten(0, 1)  # (2k, C, H, W)
-    return make_grid(pairs.float() / 255, nrow=2 * min(4, max(1, math.ceil(len(order) ** 0.5))), padding=2, pad_value=1.0)
+    return image_grid(pairs, nrow=2 * min(4, max(1, math.ceil(len(order) ** 0.5))), pad_value=1.0)

@@ -249,7 +249,7 @@ class FidelityMetrics:
         """Write the features atomically; a failed write (disk full, read-only) costs only the cache."""
         from safetensors.torch import save
 
-        from genbench.checkpoint import atomic_write
+        from genbench.atomic import atomic_write
 
         data = save({k: v.contiguous() for k, v in features.items()},
                     metadata={"identity": json.dumps(self._cache_identity(images), sort_keys=True)})

@@ -38,14 +38,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 import genbench
 from genbench import memorisation as memo
 from genbench.checkpoint import load_model
-from genbench.data import ImageData, load_samples, to_float
+from genbench.data import ImageData, image_grid, load_samples, to_float
 from genbench.extractors import ExtractorKind
 from genbench.generate import generate, likelihoods
 from genbench.metrics import FidelityMetrics, MetricName
@@ -110,7 +109,7 @@ def _subset(images: torch.Tensor, num: int | None) -> torch.Tensor:
 
 def panel(images: torch.Tensor) -> torch.Tensor:
     """(K, C, H, W) in [-1, 1] -> a (3, H', W') grid in [0, 1]."""
-    return make_grid((images.float().cpu().clamp(-1, 1) + 1) / 2, nrow=int(np.ceil(np.sqrt(len(images)))), padding=2)
+    return image_grid(images)
 
 
 class Protocol:

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from genbench.checkpoint import atomic_write
+from genbench.atomic import atomic_write
 
 METRICS_FILE = "metrics.json"
 FORMAT_VERSION = 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -14,10 +13,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 from genbench import CONF_DIR
 from genbench.checkpoint import load_model
+from genbench.data import image_grid
 from genbench.generate import generate
 from genbench.runtime import resolve_device
 from genbench.validate import check_positive, one_line_errors
@@ -30,7 +30,7 @@ def write_samples(images: torch.Tensor, folder: Path, info: dict) -> None:
     for i, img in enumerate(images):
         array = img.permute(1, 2, 0).numpy()
         Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(tmp / f"{i:06d}.png")
-    save_image(make_grid(images.float() / 255, nrow=int(math.ceil(math.sqrt(len(images)))), padding=2), tmp / "grid.png")
+    save_image(image_grid(images), tmp / "grid.png")
     np.savez_compressed(tmp / "samples.npz", images=images.numpy())
     (tmp / "info.json").write_text(json.dumps(info, indent=2))
     if folder.exists():

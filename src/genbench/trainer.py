@@ -25,13 +25,13 @@ from typing import Any, Literal
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 from genbench.checkpoint import (FORMAT_VERSION, CheckpointError, atomic_save, checkpoint_dir, find_resumable,
                                  remove_stale_temporaries, save_checkpoint)
 from genbench import distributed
 from genbench.compute import train_flops_per_image
-from genbench.data import ImageData
+from genbench.data import ImageData, image_grid
 from genbench.ema import EMA, sigma_rel_to_gamma
 from genbench.models.base import GenerativeModel, OptimizerFactory
 from genbench.runtime import (machine_record, parse_duration, parse_flops, resolve_device, rng_state, seed_everything,
@@ -495,7 +495,7 @@ class Trainer:
     def _write_grid(self, writer: SummaryWriter, generator: torch.Generator) -> None:
         generator.manual_seed(self.seed + 12345)
         images = self.ema.module.sample(self.num_grid_samples, generator=generator)
-        grid = make_grid((images.float().cpu() + 1) / 2, nrow=int(math.ceil(math.sqrt(len(images)))), padding=2)
+        grid = image_grid(images)
         writer.add_image("samples/ema", grid, self.step)
         path = self.run_dir / "samples" / f"grid_step_{self.step:08d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

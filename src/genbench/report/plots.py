@@ -133,7 +133,7 @@ def samples(variants: list[Variant], n: int, seed: int, device: torch.device) ->
         if not (run.path / "checkpoints" / "last.pt").is_file():
             ax.text(0.5, 0.5, "no checkpoint", ha="center", va="center", fontsize=8, transform=ax.transAxes)
             continue
-        from torchvision.utils import make_grid
+        from genbench.data import image_grid
 
         try:
             model, _ = load_model(run.path, device=device)
@@ -143,7 +143,7 @@ def samples(variants: list[Variant], n: int, seed: int, device: torch.device) ->
             ax.text(0.5, 0.5, textwrap.fill(f"cannot sample: {str(e).splitlines()[0][:160]}", 40), ha="center",
                     va="center", fontsize=6, transform=ax.transAxes)
             continue
-        grid = make_grid((images.clamp(-1, 1) + 1) / 2, nrow=math.ceil(math.sqrt(n)), padding=1, pad_value=1.0)
+        grid = image_grid(images, padding=1, pad_value=1.0)
         ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     fig.suptitle(f"samples from fixed noise (torch.Generator seed {seed})", fontsize=10)
     add_key(fig, variants)
@@ -152,7 +152,7 @@ def samples(variants: list[Variant], n: int, seed: int, device: torch.device) ->
 
 def save(fig: Figure, path: Path) -> None:
     """The PNG, with everything drawn inside the figure or around it (the key), written atomically."""
-    from genbench.checkpoint import atomic_write
+    from genbench.atomic import atomic_write
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")

@@ -8,7 +8,7 @@ import io
 import math
 from pathlib import Path
 
-from genbench.checkpoint import atomic_write
+from genbench.atomic import atomic_write
 from genbench.report.plots import PLOTS
 from genbench.report.runs import COLUMNS, METRICS_FILE, Run, Variant, flat, protocol_differences
 from genbench.report.stats import pm
