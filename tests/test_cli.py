@@ -321,3 +321,14 @@ def test_hydra_logs_the_console_through_tqdm_and_keeps_the_file():
         assert handlers.console["class"] == "genbench.logs.TqdmHandler"
         assert handlers.file["class"] == "logging.FileHandler"
         GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("override, new", [("model.lr_g=-1", "optim.lr"), ("model.lr=1e-3", "optim.lr"),
+                                           ("model.betas=[0.5,0.9]", "optim.betas")])
+def test_a_moved_key_names_where_it_went(capsys, override, new):
+    """Optimizer values moved from the models to optim/: the old key says where, in one line."""
+    from genbench.cli import main
+
+    assert main(["train", "model=gan", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and new in err and "is not a key" in err

@@ -82,9 +82,20 @@ def _composition_error(verb: str, overrides: list[str], e: Exception) -> str:
             keys = config_keys(compose(verb, [o for o in overrides if key not in o]))
         except Exception:
             keys = []
+        if key in MOVED:
+            return f"{key} is not a key of genbench {verb}'s config: {MOVED[key]}"
         return f"{key} is not a key of genbench {verb}'s config{did_you_mean(key, keys)}; `genbench {verb} --cfg job` lists them"
     lines = [line.strip() for line in text.split("Config search path")[0].splitlines() if line.strip()]
     return "; ".join(lines)
+
+
+# Keys that moved to the config axis that owns them: the old name gets the new one, not the nearest spelling.
+MOVED = {
+    "model.lr": "the learning rate is optim.lr (each family's preset in conf/family/ sets its default)",
+    "model.lr_g": "the learning rate is optim.lr; model.d_lr_ratio sets D's apart (TTUR)",
+    "model.lr_d": "D's learning rate is model.d_lr_ratio x optim.lr",
+    "model.betas": "Adam's betas are optim.betas",
+}
 
 
 def _override_sets(overrides: list[str], multirun: bool, sweeper_params: dict) -> list[list[str]]:
