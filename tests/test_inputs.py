@@ -304,7 +304,7 @@ def test_image_folder_without_root_is_one_line_before_any_work(tmp_path: Path, c
 
 
 def test_a_broken_cache_file_is_rebuilt_and_a_failed_cache_write_costs_nothing(tmp_path: Path, monkeypatch, caplog):
-    import genbench.checkpoint
+    import genbench.atomic
 
     m = FidelityMetrics("fmnist-cnn", metrics=("fid",), cache_dir=str(tmp_path))
     gen, ref, name = images(30, 0), images(30, 1), "ref"
@@ -317,9 +317,9 @@ def test_a_broken_cache_file_is_rebuilt_and_a_failed_cache_write_costs_nothing(t
     path.unlink()
 
     def disk_full(path, write):
-        raise genbench.checkpoint.WriteError(28, f"could not write {path}: No space left on device")
+        raise genbench.atomic.WriteError(28, f"could not write {path}: No space left on device")
 
-    monkeypatch.setattr(genbench.checkpoint, "atomic_write", disk_full)
+    monkeypatch.setattr(genbench.atomic, "atomic_write", disk_full)
     with caplog.at_level(logging.WARNING, logger="genbench"):
         assert m.compute(gen, ref, name) == expected
     assert "could not cache the reference features" in caplog.text and not path.exists()
