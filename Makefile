@@ -31,11 +31,13 @@ data:
 train: install
 	$(BIN)/genbench train model=diffusion $(ARGS)
 
+# One pytest worker per core (pytest-xdist): the default suite takes about a minute on 2 cores.
+# `make test ARGS="-n 0 tests/test_cli.py"` runs one file in this process.
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto $(ARGS)
 
 test-all: install
-	$(BIN)/python -m pytest -q -m "" $(ARGS)
+	$(BIN)/python -m pytest -q -n auto -m "" $(ARGS)
 
 # TensorBoard on this machine only; `make tb HOST=0.0.0.0` serves every network interface,
 # `make tb LOGDIR=multirun` shows the sweeps.
