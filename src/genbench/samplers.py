@@ -176,6 +176,11 @@ class DDIM(Sampler):
         return x
 
 
+def _lambda(ab: float) -> float:
+    """lambda_t = log(alpha_t / sigma_t) = log(ab_t / (1 - ab_t)) / 2: the DPM-Solvers' time variable."""
+    return 0.5 * math.log(ab / (1 - ab))
+
+
 @dataclass
 class DPMSolverPP2M(Sampler):
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), with alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t),
@@ -190,16 +195,13 @@ class DPMSolverPP2M(Sampler):
 
     @torch.no_grad()
     def __call__(self, denoise: Denoiser, alphas_cumprod: torch.Tensor, x: torch.Tensor, noise: Noise) -> torch.Tensor:
-        def lam(ab: float) -> float:
-            return 0.5 * math.log(ab / (1 - ab))
-
         x0_prev, h_prev = None, None
         for t, s in _pairs(timesteps(len(alphas_cumprod), self.steps, self.spacing, alphas_cumprod)):
             x_0, _ = denoise(x, _t(x, t))
             if s < 0:  # the last step: sigma_s = 0, so x_s = alpha_s D = x_0 (first order)
                 return x_0
             ab_t, ab_s = _ab(alphas_cumprod, t), _ab(alphas_cumprod, s)
-            h = lam(ab_s) - lam(ab_t)
+            h = _lambda(ab_s) - _lambda(ab_t)
             if x0_prev is None:
                 d = x_0
             else:
@@ -229,17 +231,14 @@ class DPMSolverPP3M(Sampler):
 
     @torch.no_grad()
     def __call__(self, denoise: Denoiser, alphas_cumprod: torch.Tensor, x: torch.Tensor, noise: Noise) -> torch.Tensor:
-        def lam(ab: float) -> float:
-            return 0.5 * math.log(ab / (1 - ab))
-
         history: list[tuple[float, torch.Tensor]] = []  # (lambda, x_0 estimate), newest first
         for t, s in _pairs(timesteps(len(alphas_cumprod), self.steps, self.spacing, alphas_cumprod)):
             x_0, _ = denoise(x, _t(x, t))
             if s < 0:  # the last step: sigma_s = 0, so x_s = x_0
                 return x_0
             ab_t, ab_s = _ab(alphas_cumprod, t), _ab(alphas_cumprod, s)
-            history = [(lam(ab_t), x_0), *history[:2]]
-            h = lam(ab_s) - history[0][0]
+            history = [(_lambda(ab_t), x_0), *history[:2]]
+            h = _lambda(ab_s) - history[0][0]
             a0 = -math.expm1(-h)
             a1 = h + math.expm1(-h)
             update = a0 * x_0
