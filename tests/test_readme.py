@@ -153,5 +153,28 @@ def test_layout_lists_every_module():
     assert all((package / name).exists() for name in listed if name.endswith(".py")), listed
 
 
+def test_layout_line_counts_stay_true():
+    """The layout's line counts, nanoGPT-style: each within 20% of the files it names."""
+    layout = README.split("## Layout", 1)[1].split("```", 2)[1]
+    package = ROOT / "src" / "genbench"
+    checked = 0
+    for names, stated in re.findall(r"^  (\S.*?) {2,}(\d+)  ", layout, flags=re.M):
+        files = []
+        for name in re.findall(r"\w+\.py|\w+/", names + " " + _continuation(layout, names)):
+            files += [package / name] if name.endswith(".py") else sorted((package / name).rglob("*.py"))
+        actual = sum(len(f.read_text().splitlines()) for f in files)
+        assert abs(actual - int(stated)) <= 0.2 * actual, f"{names}: README says {stated} lines, the files have {actual}"
+        checked += 1
+    assert checked >= 25
+
+
+def _continuation(layout: str, names: str) -> str:
+    """The names on the line after one that ends with a comma (train.py, sample.py, / evaluate.py, compare.py)."""
+    if not names.endswith(","):
+        return ""
+    after = layout.split(names, 1)[1].split("\n", 2)
+    return after[1] if len(after) > 1 else ""
+
+
 def test_version_in_readme_is_the_package_version():
     assert f"genbench {genbench.__version__}" in README
