@@ -30,7 +30,7 @@ def main() -> None:
     add_common_args(parser, "outputs/ablate", num_samples=2000)
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides of `genbench train` (default: the default model); eval.* ones change the protocol")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come before or after the options
     setup(args.threads, args.out)
     protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol, at --num-samples
     model, run = train_genbench(args.out / args.name, budget=None, seed=args.seed,

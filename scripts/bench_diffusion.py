@@ -127,7 +127,7 @@ def main() -> None:
                         help="rerun a subset of: genbench " + " ".join(RECIPES) + "; the other rows of --out's report "
                              "stay (budget, sample count and seed must match)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run; eval.* ones change the protocol")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come before or after the options
     setup(args.threads, args.out)
     protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol
     data = load_data(args.overrides)

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="bench_eval.json")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the protocol, e.g. eval.num_reference=5000")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come before or after the options
     torch.set_num_threads(args.threads)
 
     from benchlib import protocol as bench_protocol

@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds for each model (default 600)")
     add_common_args(parser, "outputs/bench_gan")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run; eval.* ones change the protocol")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come before or after the options
     setup(args.threads, args.out)
     protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol
     data = load_data(args.overrides)  # the data genbench's run trains on

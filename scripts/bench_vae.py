@@ -101,7 +101,7 @@ def main() -> None:
     add_common_args(parser, "outputs/bench_vae")
     parser.add_argument("--run-dir", type=Path, default=None, help="genbench's run folder (default: a temporary one)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for genbench's run; eval.* ones change the protocol")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come before or after the options
     setup(args.threads, args.out)
     protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol
     data = load_data(args.overrides)

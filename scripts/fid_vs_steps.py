@@ -49,7 +49,7 @@ def main() -> None:
                         help="default: every sampler of the run's family")
     add_common_args(parser, "<run_dir>/fid_vs_steps", num_samples=1000)
     parser.add_argument("overrides", nargs="*", help="eval.* overrides of the protocol (default: conf/eval's)")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come before or after the options
     out = args.run_dir / "fid_vs_steps" if str(args.out) == "<run_dir>/fid_vs_steps" else args.out
     setup(args.threads, out)
     protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol, at --num-samples
