@@ -67,7 +67,7 @@ class Extractor:
 
     def record(self) -> dict:
         """What metrics.json says about the extractor."""
-        return {"kind": self.kind, "name": self.name, "sha256": self.sha256, "weights": self.weights}
+        return {"kind": self.kind, "name": self.name, "sha256": self.sha256, "weights": shown_path(self.weights)}
 
     def create(self, layers: list[str]) -> FeatureExtractorBase:
         """The network, on the CPU in eval mode, returning `layers` (built by torch-fidelity's own
@@ -79,6 +79,16 @@ class Extractor:
     def default_layer(self, metric: str) -> str:
         """The feature layer torch-fidelity feeds `metric` (fid, isc, kid, prc) from this extractor."""
         return FEATURE_EXTRACTORS_REGISTRY[self.name].get_default_feature_layer_for_metric(metric)
+
+
+def shown_path(path: str) -> str:
+    """A shipped file as genbench/<path in the package> (the same on every machine); another file as it is.
+    The sha256 beside it identifies the weights either way."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path("genbench") / Path(path).resolve().relative_to(package))
+    except ValueError:
+        return str(path)
 
 
 def resolve_extractor(kind: ExtractorKind, inception_weights: str | None = None) -> Extractor:
