@@ -332,3 +332,19 @@ def test_a_moved_key_names_where_it_went(capsys, override, new):
     assert main(["train", "model=gan", override]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and new in err and "is not a key" in err
+
+
+def test_an_unexpected_error_keeps_its_traceback_and_leaves_a_line_in_the_log(tmp_path):
+    import logging
+
+    from genbench.validate import one_line_errors
+
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        with pytest.raises(RuntimeError, match="a bug"):
+            one_line_errors(lambda: (_ for _ in ()).throw(RuntimeError("a bug\nmore")))()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    assert "stopped by an error: RuntimeError: a bug" in (tmp_path / "train.log").read_text()

@@ -17,16 +17,12 @@ from genbench.models.base import GenerativeModel
 from genbench.runtime import rng_state, set_rng_state
 
 
-def _isolated(model: GenerativeModel) -> GenerativeModel:
-    return copy.deepcopy(model)
-
-
 def train_flops_per_image(model: GenerativeModel, batch: torch.Tensor) -> float:
     """FLOPs of one full training step on `batch` (every loss term the family yields, forward and
     backward; the optimizer update is not counted), divided by the batch size."""
     state = rng_state()
     try:
-        probe = _isolated(model).train()
+        probe = copy.deepcopy(model).train()
         counter = FlopCounterMode(display=False)
         with counter:
             for term in probe.training_losses(batch):
@@ -44,7 +40,7 @@ def sample_flops_per_image(model: GenerativeModel, n: int = 2) -> float:
     batch-norm statistics) is not charged to each image."""
     state = rng_state()
     try:
-        probe = _isolated(model).eval()
+        probe = copy.deepcopy(model).eval()
         totals = []
         for size in (n, 2 * n):
             counter = FlopCounterMode(display=False)

@@ -74,44 +74,43 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ---- budgets ----------------------------------------------------------------------------------
-def parse_duration(value: str | int | float | None, key: str = "trainer.max_time") -> float | None:
-    """'10m', '90s', '1h30m', '1.5h' or a number of seconds -> seconds; None or 0 means no limit."""
+def _budget(value, key: str, unit: str, example: str, from_text) -> float | None:
+    """The shell both budget parsers share: None, 0 or "null" = no limit; a number as it is; text through
+    `from_text` (None when it does not parse); the result must be positive."""
     if value in (None, 0, "", "none", "null"):
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"{key}={value!r} is not a duration; write e.g. 10m, 90s, 1h30m")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(value))
-        if not parts or not any(parts.groups()):
-            raise ValueError(f"{key}={value!r} is not a duration; write e.g. 10m, 90s, 1h30m")
-        h, m, s = (float(x) if x else 0.0 for x in parts.groups())
-        seconds = 3600 * h + 60 * m + s
-    if not seconds > 0:
+    amount = None if isinstance(value, bool) else float(value) if isinstance(value, (int, float)) else from_text(str(value))
+    if amount is None:
+        raise ValueError(f"{key}={value!r} is not {unit}; write e.g. {example}")
+    if not amount > 0:
         raise ValueError(f"{key}={value!r} must be positive")
-    return seconds
+    return amount
+
+
+def _seconds(text: str) -> float | None:
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not parts or not any(parts.groups()):
+        return None
+    h, m, s = (float(x) if x else 0.0 for x in parts.groups())
+    return 3600 * h + 60 * m + s
 
 
 _SI = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 
 
+def _flops(text: str) -> float | None:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([kMGTPE]?)\s*(?:FLOPs?)?\s*", text)
+    return float(match.group(1)) * _SI[match.group(2)] if match else None
+
+
+def parse_duration(value: str | int | float | None, key: str = "trainer.max_time") -> float | None:
+    """'10m', '90s', '1h30m', '1.5h' or a number of seconds -> seconds; None or 0 means no limit."""
+    return _budget(value, key, "a duration", "10m, 90s, 1h30m", _seconds)
+
+
 def parse_flops(value: str | int | float | None, key: str = "trainer.max_flops") -> float | None:
     """'1.85e14', '185T', '0.2P' or a number -> FLOPs; None or 0 means no limit."""
-    if value in (None, 0, "", "none", "null"):
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"{key}={value!r} is not a FLOP count; write e.g. 1.85e14 or 185T")
-    if isinstance(value, (int, float)):
-        flops = float(value)
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([kMGTPE]?)\s*(?:FLOPs?)?\s*", str(value))
-        if not match:
-            raise ValueError(f"{key}={value!r} is not a FLOP count; write e.g. 1.85e14 or 185T")
-        flops = float(match.group(1)) * _SI[match.group(2)]
-    if not flops > 0:
-        raise ValueError(f"{key}={value!r} must be positive")
-    return flops
+    return _budget(value, key, "a FLOP count", "1.85e14 or 185T", _flops)
 
 
 # ---- provenance ---------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import sys
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -75,24 +74,11 @@ def resume_command(run_dir: str) -> str:
     return " ".join(["genbench train", *overrides, f"hydra.run.dir={run_dir}"])
 
 
-def log_to_file(message: str) -> None:
-    """Put `message` in train.log (Hydra's file handler) without printing it to the console a second time."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.emit(logging.LogRecord(log.name, logging.ERROR, __file__, 0, message, None, None))
-
-
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
-    try:
-        trainer = train(cfg, run_dir)
-    except (ValueError, OSError, InstantiationException):
-        raise  # one_line_errors prints these in one line and writes them to train.log
-    except Exception as e:  # anything else still leaves a line in train.log saying what stopped the run
-        log_to_file(f"stopped by an error: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
-        raise
+    trainer = train(cfg, run_dir)  # one_line_errors writes what stops it into train.log
     if trainer.interrupted:  # pre-empted or Ctrl-C: the checkpoint is on disk; 128 + N is the shell's "stopped by signal N"
         name = signal.Signals(trainer.stop_signal).name
         log.warning("pre-empted by %s at step %d; resume with: %s", name, trainer.step, resume_command(run_dir))

@@ -69,6 +69,10 @@ def one_line_errors(task):
             _log_to_files(message)
             print(f"genbench: error: {message}", file=sys.stderr)
             sys.exit(2)
+        except Exception as e:  # a bug, not bad input: the traceback stays, and the log says what stopped the run
+            text = str(e).strip()
+            _log_to_files(f"stopped by an error: {type(e).__name__}: {text.splitlines()[0] if text else ''}")
+            raise
 
     return wrapper
 
