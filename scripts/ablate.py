@@ -1,9 +1,11 @@
-"""Ablation at a fixed number of optimizer steps: how much does one config change buy?
+"""Ablation at a fixed number of optimizer steps or training FLOPs: how much does one config change buy?
 
-    python scripts/ablate.py --steps 1435 --num-samples 2000 --name min_snr model.loss_weighting=min_snr
+    python scripts/ablate.py --steps 1523 --name uniform model.loss_weighting=uniform
+    python scripts/ablate.py --flops 5.76e13 --name r3gan model=r3gan
 
-Trains `genbench train` with the given overrides for exactly --steps steps (no time budget, so the
-result does not depend on how busy the machine is or on --threads), then scores --num-samples EMA
+Trains `genbench train` with the given overrides for exactly --steps steps, or until --flops training
+FLOPs (trainer.max_flops, genbench.compute's count) -- no time budget, so the result does not depend on
+how busy the machine is or on --threads -- then scores --num-samples EMA
 samples with the run's own sampler under genbench's evaluation protocol (conf/eval through
 scripts/benchlib.py: the reference protocol's 10,000 training images, KID subsets of 1,000, the data's
 extractor); each record carries the protocol and its id. Changes that keep the cost of a step (learning rate, loss weighting, prediction
@@ -25,7 +27,9 @@ from genbench.runtime import git_commit, machine_record
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, required=True, help="optimizer steps of the run")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--steps", type=int, help="optimizer steps of the run")
+    budget.add_argument("--flops", type=float, help="training FLOPs of the run (trainer.max_flops)")
     parser.add_argument("--name", required=True, help="label of this arm in the JSON and the grid's file name")
     add_common_args(parser, "outputs/ablate", num_samples=2000)
     parser.add_argument("overrides", nargs="*",
@@ -34,7 +38,8 @@ def main() -> None:
     setup(args.threads, args.out)
     protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol, at --num-samples
     model, run = train_genbench(args.out / args.name, budget=None, seed=args.seed,
-                                overrides=[*args.overrides, "trainer.max_time=null", f"trainer.max_steps={args.steps}"])
+                                overrides=[*args.overrides, "trainer.max_time=null", f"trainer.max_steps={args.steps}"
+                                           if args.steps else f"trainer.max_flops={args.flops:g}"])
     images, img_per_s = generate(model, protocol.num_samples, protocol.batch_size, args.seed + 1)
     record = {"name": args.name, "num_samples": protocol.num_samples, "threads": args.threads, **run,
               **model.sampling_info(), "img_per_s": img_per_s,

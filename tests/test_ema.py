@@ -1,5 +1,6 @@
 """The EMA's profiles against their closed forms: a fixed decay's memory, EDM2's power function and its
-sigma_rel <-> gamma relation, the warm-up, `skip`, exact resume, and the Trainer's keys."""
+sigma_rel <-> gamma relation, the warm-up (a power profile until it caps), `skip`, exact resume, the
+profiles kept for post-hoc selection, and the Trainer's keys."""
 
 from __future__ import annotations
 
@@ -85,6 +86,33 @@ def test_fixed_decay_remembers_a_fixed_number_of_steps():
     assert impulse == pytest.approx((1 - beta) * beta**halflife) and beta**halflife == pytest.approx(0.5, abs=0.01)
 
 
+def profile(betas: list[float]) -> torch.Tensor:
+    """The weight an EMA with these betas gives update tau after all of them: (1 - beta_tau) prod_{k > tau} beta_k."""
+    b = torch.tensor(betas, dtype=torch.float64)
+    later = torch.cat([torch.cumprod(b.flip(0), 0).flip(0)[1:], torch.ones(1, dtype=torch.float64)])
+    return (1 - b) * later
+
+
+def relative_width(w: torch.Tensor) -> float:
+    t = torch.arange(1, len(w) + 1, dtype=torch.float64)
+    mean = (w * t).sum()
+    return math.sqrt((w * (t - mean) ** 2).sum()) / len(w)
+
+
+def test_the_warmup_decay_is_a_power_ema_until_it_caps():
+    """The warm-up beta_t = (1 + t) / (10 + t) gives 1 - beta = 9 / (10 + t) ~ (gamma + 1) / t with gamma = 8:
+    EDM2's power profile at sigma_rel = sqrt(9 / (10^2 11)) ~ 0.0905, a length that follows the run. Only once
+    (1 + t) / (10 + t) passes 0.999 (t > 8,990) does the fixed decay take over and the average stop growing
+    with the run: at 30,000 steps its relative width is 1,000 / 30,000."""
+    assert sigma_rel_of(8.0) == pytest.approx(0.0905, abs=1e-4) and sigma_rel_to_gamma(sigma_rel_of(8.0)) == pytest.approx(8.0)
+    warm = lambda n: profile([EMA(Scalar(), decay=0.999).beta(s) for s in range(n)])  # noqa: E731
+    for n in (300, 1523, 8000):
+        w, power = warm(n), profile([power_beta(s, 8.0) for s in range(n)])
+        assert w.sum() == pytest.approx(1.0) and 0.5 * (w - power).abs().sum() < 0.01, n  # total variation under 1%
+        assert relative_width(w) == pytest.approx(sigma_rel_of(8.0), rel=0.03)
+    assert relative_width(warm(30_000)) == pytest.approx(1000 / 30_000, rel=0.01)
+
+
 def test_warmup_and_power_betas():
     ema = EMA(Scalar(), decay=0.999, warmup=True)
     assert [ema.beta(s) for s in (0, 1, 10_000)] == [pytest.approx(1 / 10), pytest.approx(2 / 11), 0.999]
@@ -133,6 +161,27 @@ def test_resume_is_bit_exact_and_skip_is_not_averaged():
         assert not torch.equal(one.module.G.weight, trajectory[-1]["G.weight"])  # G: averaged, not copied
 
 
+def test_kept_power_emas_are_picked_post_hoc(compose_cfg, mnist_root: Path, tmp_path: Path):
+    """trainer.ema_profiles keeps power EMAs beside the Trainer's own: a kept profile of the Trainer's own
+    sigma_rel holds the same bits as it; load_model(ema=<sigma_rel>) picks one; one not kept is one line."""
+    from genbench.checkpoint import load_model
+    from genbench.train import train
+    from tests.conftest import tiny_overrides
+
+    train(compose_cfg("train", [*tiny_overrides(mnist_root, steps=3), "trainer.ema_sigma_rel=0.2",
+                                "trainer.ema_profiles=[0.05,0.2]"]), str(tmp_path))
+    state = load_checkpoint(tmp_path)
+    assert set(state["ema_profiles"]) == {"0.05", "0.2"}
+    for k, v in state["ema"].items():
+        assert torch.equal(v, state["ema_profiles"]["0.2"][k]), k
+    assert any(not torch.equal(v, state["ema_profiles"]["0.05"][k]) for k, v in state["ema"].items() if v.is_floating_point())
+    model, _ = load_model(tmp_path, ema=0.05)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state["ema_profiles"]["0.05"][k]), k
+    with pytest.raises(ValueError, match=r"ema=0.1: .*kept: 0.05, 0.2.*trainer.ema_profiles"):
+        load_model(tmp_path, ema=0.1)
+
+
 def test_trainer_config_key(compose_cfg, tmp_path: Path):
     """trainer.ema_sigma_rel is in every trainer preset (null: the fixed decay) and reaches the Trainer."""
     from hydra.utils import instantiate
@@ -150,7 +199,8 @@ def test_power_ema_run_resumes_bit_identically(compose_cfg, mnist_root: Path, tm
     from tests.conftest import tiny_overrides
 
     def run(name: str, steps: int) -> dict:
-        train(compose_cfg("train", [*tiny_overrides(mnist_root, steps=steps), "trainer.ema_sigma_rel=0.1"]), str(tmp_path / name))
+        train(compose_cfg("train", [*tiny_overrides(mnist_root, steps=steps), "trainer.ema_sigma_rel=0.1",
+                                    "trainer.ema_profiles=[0.05]"]), str(tmp_path / name))
         return load_checkpoint(tmp_path / name)
 
     full = run("full", 4)
@@ -158,4 +208,5 @@ def test_power_ema_run_resumes_bit_identically(compose_cfg, mnist_root: Path, tm
     resumed = run("split", 4)
     for k, v in full["ema"].items():
         assert torch.equal(v, resumed["ema"][k]), k
+        assert torch.equal(full["ema_profiles"]["0.05"][k], resumed["ema_profiles"]["0.05"][k]), k
     assert any(not torch.equal(v, full["model"][k]) for k, v in full["ema"].items() if v.is_floating_point())  # averaged

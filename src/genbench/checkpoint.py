@@ -126,9 +126,31 @@ def find_resumable(run_dir: str | Path, map_location: str | torch.device = "cpu"
     return None
 
 
-def load_model(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu", sampler: dict | None = None):
-    """Rebuild a run's model from its checkpoint alone (config and weights), in eval mode.
-    `sampler` (a sampler config) replaces the one the model was trained with. Returns (model, state)."""
+def weights_name(ema: bool | float) -> str:
+    """How records and sample folders name a choice of weights: ema (the Trainer's average), raw, or
+    ema<sigma_rel> for one of the power-function EMAs kept by trainer.ema_profiles."""
+    if isinstance(ema, bool):
+        return "ema" if ema else "raw"
+    return f"ema{ema:g}"
+
+
+def select_weights(state: dict, ema: bool | float) -> dict:
+    """The state dict `ema` picks from a checkpoint: True = the EMA, False = the raw weights, a number =
+    the power-function EMA of that sigma_rel among trainer.ema_profiles (post-hoc selection)."""
+    if isinstance(ema, bool):
+        return state["ema" if ema else "model"]
+    profiles = state.get("ema_profiles") or {}
+    if f"{ema:g}" not in profiles:
+        kept = ", ".join(profiles) or "none"
+        raise ValueError(f"ema={ema:g}: this run kept no power-function EMA of sigma_rel {ema:g} (it kept: {kept}); "
+                         "pick one of those, ema=true, ema=false, or retrain with trainer.ema_profiles=[...]")
+    return profiles[f"{ema:g}"]
+
+
+def load_model(run_dir: str | Path, ema: bool | float = True, device: str | torch.device = "cpu", sampler: dict | None = None):
+    """Rebuild a run's model from its checkpoint alone (config and weights), in eval mode. `ema` picks
+    the weights (`select_weights`); `sampler` (a sampler config) replaces the one the model was trained
+    with. Returns (model, state)."""
     from hydra.utils import instantiate
 
     state = load_checkpoint(run_dir, map_location="cpu")
@@ -137,6 +159,7 @@ def load_model(run_dir: str | Path, ema: bool = True, device: str | torch.device
         if "sampler" not in model_cfg:
             raise ValueError(f"sampler= applies to diffusion models; {model_cfg['_target_']} has no sampler, drop the override")
         model_cfg["sampler"] = sampler
+    weights = select_weights(state, ema)  # before the model is built: a missing profile fails in one line
     model = instantiate(model_cfg, image_shape=tuple(state["image_shape"]), _convert_="all")
-    model.load_state_dict(state["ema" if ema else "model"])
+    model.load_state_dict(weights)
     return model.to(device).eval().requires_grad_(False), state

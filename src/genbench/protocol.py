@@ -121,7 +121,7 @@ class Protocol:
         num_samples: int = 10000,
         batch_size: int = 250,
         seed: int = 0,
-        ema: bool = True,
+        ema: bool | float = True,
         reference_split: Split = "train",
         num_reference: int | None = 10000,
         extractor: ExtractorKind | None = None,

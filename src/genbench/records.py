@@ -3,7 +3,7 @@
 Format 2:
     {"format_version": 2, "headline": KEY, "records": {KEY: record, ...}}
 
-A record's KEY is made from what its numbers depend on: the weights (ema/raw, checkpoint step), the
+A record's KEY is made from what its numbers depend on: the weights (ema/raw/ema<sigma_rel>, checkpoint step), the
 sampler and its NFE, the number of samples and their seed, the reference set and extractor, and the
 protocol id (a short hash of every protocol setting, genbench.protocol.Protocol.describe), e.g.
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from genbench.atomic import atomic_write
+from genbench.checkpoint import weights_name
 
 METRICS_FILE = "metrics.json"
 FORMAT_VERSION = 2
@@ -47,7 +48,7 @@ def record_key(record: dict) -> str:
         head = ["external", _slug(Path(str(record.get("samples_dir") or "samples")).name)]
     else:
         sampler = f"{_slug(record['sampler'])}{record.get('nfe')}" if record.get("sampler") else None
-        head = ["ema" if record.get("ema", True) else "raw", f"step{record.get('checkpoint_step', record.get('step'))}", sampler]
+        head = [weights_name(record.get("ema", True)), f"step{record.get('checkpoint_step', record.get('step'))}", sampler]
     return "-".join(str(p) for p in head + tail if p is not None)
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.utils import save_image
 
 from genbench import CONF_DIR
-from genbench.checkpoint import load_model
+from genbench.checkpoint import load_model, weights_name
 from genbench.data import image_grid
 from genbench.generate import generate
 from genbench.runtime import resolve_device
@@ -47,7 +47,7 @@ def main(cfg: DictConfig) -> None:
     images, img_per_s = generate(model, cfg.num_samples, cfg.batch_size, cfg.seed)
     info = model.sampling_info()
     tag = f"_{info['sampler'].lower()}{info['nfe']}" if "sampler" in info else ""
-    name = cfg.name or f"{'ema' if cfg.ema else 'raw'}_step{state['step']}{tag}_seed{cfg.seed}_n{cfg.num_samples}"
+    name = cfg.name or f"{weights_name(cfg.ema)}_step{state['step']}{tag}_seed{cfg.seed}_n{cfg.num_samples}"
     folder = Path(cfg.run_dir) / "samples" / name
     info = {"step": state["step"], "ema": cfg.ema, "seed": cfg.seed, "num_samples": cfg.num_samples,
             "img_per_s": img_per_s, **info}

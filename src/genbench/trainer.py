@@ -113,6 +113,7 @@ class Trainer:
         ema_decay: float = 0.999,
         ema_warmup: bool = True,
         ema_sigma_rel: float | None = None,
+        ema_profiles: tuple[float, ...] | list[float] = (),
         grad_clip: float | None = 1.0,
         lr_warmup_steps: int = 0,
         log_every: int = 50,
@@ -143,8 +144,9 @@ class Trainer:
             raise ValueError(f"trainer.grad_clip={grad_clip} must be a positive gradient-norm bound, or null for no clipping")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"trainer.ema_decay={ema_decay} must be in [0, 1)")
-        if ema_sigma_rel is not None:
-            sigma_rel_to_gamma(ema_sigma_rel)  # its range, checked before any work
+        for sigma_rel in [ema_sigma_rel, *ema_profiles]:
+            if sigma_rel is not None:
+                sigma_rel_to_gamma(sigma_rel)  # its range, checked before any work
         self.run_dir, self.seed = Path(run_dir), seed
         self.max_steps = max_steps
         self.dist = distributed.from_env()
@@ -153,6 +155,7 @@ class Trainer:
             distributed.shard(torch.arange(batch_size), self.dist)  # the global batch must divide among the ranks
         self.precision, self.compile = precision, compile
         self.ema_decay, self.ema_warmup, self.ema_sigma_rel, self.grad_clip = ema_decay, ema_warmup, ema_sigma_rel, grad_clip
+        self.ema_profiles = tuple(float(s) for s in ema_profiles)
         self.lr_warmup_steps = lr_warmup_steps
         self.log_every, self.sample_every, self.num_grid_samples = log_every, sample_every, num_grid_samples
         self.checkpoint_every, self.keep_checkpoints, self.eval_every = checkpoint_every, keep_checkpoints, eval_every
@@ -176,6 +179,7 @@ class Trainer:
             "step": self.step, "train_time": self.train_time, "images_seen": self.images_seen,
             "compute": {**self.compute, "train_flops": self.train_flops},
             "model": distributed.plain_state_dict(self.model, self._wrapped), "ema": self.ema.module.state_dict(),
+            "ema_profiles": {k: e.module.state_dict() for k, e in self.profiles.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "rng": rngs[0], "rng_ranks": rngs if len(rngs) > 1 else None,
@@ -203,6 +207,11 @@ class Trainer:
                                  "use the run's values, or a new folder (hydra.run.dir=...) for a new run")
         self.model.load_state_dict(state["model"])
         self.ema.module.load_state_dict(state["ema"])
+        for k, e in self.profiles.items():
+            if k not in (state.get("ema_profiles") or {}):
+                raise ResumeMismatch(f"resume refused: {path} kept no power-function EMA of sigma_rel {k}; drop it from "
+                                     "trainer.ema_profiles, or start a new run folder (hydra.run.dir=...)")
+            e.module.load_state_dict(state["ema_profiles"][k])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
@@ -259,6 +268,8 @@ class Trainer:
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warmup))
                            for k, o in self.optimizers.items()}
         self.ema = EMA(model, self.ema_decay, self.ema_warmup, self.ema_sigma_rel, tuple(model.ema_skip))
+        # power-function EMAs kept beside it for post-hoc selection (eval.ema=<sigma_rel>); named as weights_name does
+        self.profiles = {f"{s:g}": EMA(model, sigma_rel=s, skip=tuple(model.ema_skip)) for s in self.ema_profiles}
         self.step, self.train_time, self.images_seen = 0, 0.0, 0
         self.compute: dict[str, Any] = {"train_flops_per_image": None, "compile_s": 0.0}
         for stale in remove_stale_temporaries(checkpoint_dir(self.run_dir)):
@@ -307,7 +318,8 @@ class Trainer:
                 for k in stepped:  # a term that did not run this step (n_critic) leaves its warm-up where it is
                     self.schedulers[k].step()
                 # EMA
-                self.ema.update(model, self.step)
+                for ema in (self.ema, *self.profiles.values()):
+                    ema.update(model, self.step)
                 self.step += 1
                 self.images_seen += len(idx)
                 t2 = time.perf_counter()
