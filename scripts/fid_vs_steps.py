@@ -3,6 +3,10 @@ DPM-Solver++(2M) and (3M)) or of the flow family (Euler, Heun, Adams-Bashforth 3
 run's family unless --samplers names some.
 
     python scripts/fid_vs_steps.py outputs/<run> --steps 10 20 50 100 1000 --num-samples 1000
+    python scripts/fid_vs_steps.py outputs/<run> --samplers dpm_solver_3m dpm_solver_3m:trailing --steps 10
+
+A diffusion sampler's name may end in :<spacing> (leading, trailing, linspace, karras, logsnr) to run it on
+another time grid than its default.
 
 A step is one network evaluation for every sampler but Heun (two) and Adams-Bashforth 3 (one more in all);
 fid_vs_steps.json records each cell's NFE.
@@ -45,8 +49,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
-    parser.add_argument("--samplers", nargs="+", default=None, choices=[*SAMPLERS, *FLOW_SAMPLERS],
-                        help="default: every sampler of the run's family")
+    parser.add_argument("--samplers", nargs="+", default=None,
+                        help=f"any of {', '.join([*SAMPLERS, *FLOW_SAMPLERS])}, a diffusion one with :<spacing> "
+                             "(e.g. dpm_solver_3m:trailing); default: every sampler of the run's family")
     add_common_args(parser, "<run_dir>/fid_vs_steps", num_samples=1000)
     parser.add_argument("overrides", nargs="*", help="eval.* overrides of the protocol (default: conf/eval's)")
     args = parser.parse_intermixed_args()  # overrides may come before or after the options
@@ -56,12 +61,17 @@ def main() -> None:
     data = instantiate(load_checkpoint(args.run_dir)["config"]["data"], _convert_="all")  # the run's own data
     family = FLOW_SAMPLERS if isinstance(load_model(args.run_dir)[0].sampler, FlowSampler) else SAMPLERS
     args.samplers = args.samplers or list(family)
-    if not set(args.samplers) <= set(family):
-        parser.error(f"--samplers {' '.join(args.samplers)}: this run takes {', '.join(family)}")
+    configs = {}
+    for name in args.samplers:
+        base, _, spacing = name.partition(":")
+        if base not in family or (spacing and family is FLOW_SAMPLERS):
+            parser.error(f"--samplers {name}: this run takes {', '.join(family)}"
+                         + ("" if family is FLOW_SAMPLERS else ", each optionally with :<spacing>"))
+        configs[name] = {**family[base], **({"spacing": spacing} if spacing else {})}
     cells = []
     for name in args.samplers:
         for steps in args.steps:
-            model, state = load_model(args.run_dir, ema=True, sampler={**family[name], "steps": steps})
+            model, state = load_model(args.run_dir, ema=True, sampler={**configs[name], "steps": steps})
             images, img_per_s = generate(model, protocol.num_samples, protocol.batch_size, args.seed)
             cell = {"sampler": name, "steps": steps, "nfe": model.sampling_info()["nfe"], "img_per_s": img_per_s,
                     **score(images, data, protocol)}
@@ -73,8 +83,9 @@ def main() -> None:
     header = "| sampler | " + " | ".join(f"{s} steps" for s in args.steps) + " |"
     rows = [header, "|" + " --- |" * (len(args.steps) + 1)]
     for name in args.samplers:
-        fids = {c["steps"]: c["fid"] for c in cells if c["sampler"] == name}
-        rows.append(f"| {name} | " + " | ".join(f"{fids[s]:.1f}" for s in args.steps) + " |")
+        row = {c["steps"]: c for c in cells if c["sampler"] == name}  # NFE in brackets where it is not the steps
+        rows.append(f"| {name} | " + " | ".join(f"{row[s]['fid']:.1f}" + (f" ({row[s]['nfe']} NFE)" if row[s]["nfe"] != s else "")
+                                                   for s in args.steps) + " |")
     (out / "fid_vs_steps.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
 
