@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data train test test-all tb clean
+.PHONY: install data train trilemma test test-all tb clean
 
 install: $(STAMP) data
 
@@ -30,6 +30,14 @@ data:
 
 train: install
 	$(BIN)/genbench train model=diffusion $(ARGS)
+
+# The trilemma sweep (scripts/trilemma.py): gan,vae,diffusion x seeds 0,1,2 x equal training FLOPs (1.85e14) and
+# equal training time (10m), each run in outputs/trilemma/<budget>/<family>-seed<seed>, then `genbench compare`
+# per budget into outputs/trilemma/compare_<budget>/. It prints each job's state and an ETA for this machine first;
+# re-run it after a Ctrl-C to resume (finished jobs are skipped). `make trilemma ARGS="--dry-run"` shows the plan only;
+# `make trilemma ARGS="--help"` lists the flags (--families, --seeds, --budgets, --flops, --time, --jobs, ...).
+trilemma: install
+	$(BIN)/python scripts/trilemma.py $(ARGS)
 
 # One pytest worker per core (pytest-xdist): the default suite takes about a minute on 2 cores.
 # `make test ARGS="-n 0 tests/test_cli.py"` runs one file in this process.

@@ -1,0 +1,730 @@
+"""The trilemma sweep in one resumable command: GAN, VAE and diffusion x seeds x budgets, then `genbench compare`.
+
+    make trilemma                                    # = .venv/bin/python scripts/trilemma.py: 18 runs, then compare
+    make trilemma ARGS="--dry-run"                   # the plan and its ETA; nothing is trained
+    python scripts/trilemma.py --budgets flops --seeds 0 --families gan,vae
+    python scripts/trilemma.py --jobs 2              # two jobs side by side, one thread each on 2 cores
+    python scripts/trilemma.py --compare-only        # compare what has finished so far
+    python scripts/trilemma.py [flags] trainer.eval_every=100   # any other Hydra override goes to every run
+
+Jobs are families x seeds x budgets. Each one is `genbench train experiment=trilemma model=F seed=S <budget>
+[overrides]` (experiment=trilemma: the family's defaults, its eval during training for the FID curves), in a
+fixed folder <root>/<budget>/<family>-seed<S>, the budget named with its value:
+- flops-<V>: trainer.max_time=null trainer.max_flops=V (--flops, default 1.85e14): equal training FLOPs, which
+  means the same on every machine;
+- time-<T>: trainer.max_time=T (--time, default 10m): equal training time on this machine.
+Re-running the command finds every folder: a job whose metrics.json has a headline record is done and skipped;
+a job with checkpoints resumes from its newest (`genbench train` resumes by itself in the same hydra.run.dir);
+any other starts. Another --flops or --time value is another folder, so a run is never extended silently.
+
+Before it trains, the command prints the plan: each job's state (done / resume from step S / new) and an ETA
+for this machine, with its basis. The ETA comes from a probe per family: `genbench train` at the jobs' settings
+for --probe-steps steps (logged every step; the first fifth is warm-up and not timed), then one evaluation of
+--probe-samples samples. The probe gives seconds per training step, FLOPs per step, sampling and scoring
+seconds per image, an evaluation's fixed cost and the process start-up. Probes are cached in
+<root>/probes.json, keyed by machine, threads and config, so a resumed sweep does not redo them.
+`--dry-run` prints the plan and exits (it probes what is not cached; --no-probe skips that).
+
+Ctrl-C or SIGTERM is passed on to the running `genbench train` children (they checkpoint and exit 128+N): no
+further job starts, and the command exits 128+N too. Run the same command again to resume. A second Ctrl-C
+is passed on as well and stops a child at once, without its checkpoint, as it does for `genbench train`.
+At the end (and with --compare-only) `genbench compare` writes <root>/compare_<budget>/ (compare.md,
+compare.csv, plots, verdicts) over each budget's finished jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from genbench import CONF_DIR
+from genbench.atomic import atomic_write
+from genbench.runtime import parse_duration, parse_flops
+from genbench.validate import did_you_mean
+
+BudgetKind = Literal["flops", "time"]
+JobState = Literal["done", "resume", "new", "broken"]
+DEFAULTS = {"families": "gan,vae,diffusion", "seeds": "0,1,2", "budgets": "flops,time", "flops": "1.85e14", "time": "10m"}
+# what the flags set: an override of these keys would fight them
+RESERVED = {"model": "--families", "seed": "--seeds", "threads": "--threads / --jobs", "hydra.run.dir": "--root",
+            "trainer.max_time": "--budgets time --time", "trainer.max_flops": "--budgets flops --flops"}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class UsageError(ValueError):
+    """Bad input: one line on stderr, exit status 2, before any work."""
+
+
+# ---- jobs -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    kind: BudgetKind
+    value: float  # FLOPs or seconds
+
+    @property
+    def name(self) -> str:
+        """flops-1.85e14, time-10m, time-90s: the folder of its jobs."""
+        if self.kind == "flops":
+            return "flops-" + re.sub(r"e\+?0*(\d)", r"e\1", f"{self.value:.4g}")  # 1.85e+14 -> 1.85e14, 2e+09 -> 2e9
+        return f"time-{self.value / 60:g}m" if self.value % 60 == 0 else f"time-{self.value:g}s"
+
+    def overrides(self) -> list[str]:
+        if self.kind == "flops":
+            return ["trainer.max_time=null", f"trainer.max_flops={self.value:g}"]
+        return [f"trainer.max_time={self.value:g}", "trainer.max_flops=null"]
+
+
+@dataclass(frozen=True)
+class Job:
+    budget: Budget
+    family: str  # the model choice, conf/model/<family>.yaml
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.budget.name}/{self.family}-seed{self.seed}"
+
+    def run_dir(self, root: Path) -> Path:
+        return root / self.budget.name / f"{self.family}-seed{self.seed}"
+
+    def overrides(self, root: Path, extra: list[str], threads: int) -> list[str]:
+        """`genbench train`'s command line; the budget comes last, so nothing in `extra` can move it."""
+        return ["experiment=trilemma", f"model={self.family}", f"seed={self.seed}", *extra, *self.budget.overrides(),
+                f"threads={threads}", f"hydra.run.dir={self.run_dir(root)}"]
+
+
+def make_jobs(families: list[str], seeds: list[int], budgets: list[Budget]) -> list[Job]:
+    """Budgets x families x seeds, in that order: a budget's runs finish together, so its compare comes early."""
+    return [Job(b, f, s) for b in budgets for f in families for s in seeds]
+
+
+def split_list(flag: str, text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise UsageError(f"{flag}={text!r} has an empty item; write a comma list such as {DEFAULTS.get(flag[2:], 'a,b')}")
+    if len(set(items)) != len(items):
+        raise UsageError(f"{flag}={text!r} names an item twice")
+    return items
+
+
+def model_choices() -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
+
+
+def parse_budgets(budgets: str, flops: str, time_: str) -> list[Budget]:
+    """--budgets flops,time with --flops V[,V..] and --time T[,T..] -> the Budgets; one-line errors."""
+    values: dict[str, list[Budget]] = {}
+    for kind, text, parse in (("flops", flops, parse_flops), ("time", time_, parse_duration)):  # both, used or not
+        values[kind] = []
+        for item in split_list(f"--{kind}", text):
+            try:
+                value = parse(item, key=f"--{kind}")
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            if value is None:  # 0, null: no limit, so the run would never end
+                raise UsageError(f"--{kind}={item!r} must be a positive budget, e.g. --{kind} {DEFAULTS[kind]}")
+            values[kind].append(Budget(kind, value))
+        if len({b.name for b in values[kind]}) != len(values[kind]):
+            raise UsageError(f"--{kind}={text!r} gives one budget twice")
+    out = []
+    for kind in split_list("--budgets", budgets):
+        if kind not in get_args(BudgetKind):
+            raise UsageError(f"--budgets: {kind!r} is not one of: {', '.join(get_args(BudgetKind))}"
+                             f"{did_you_mean(kind, get_args(BudgetKind))}")
+        out += values[kind]
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for item in split_list("--seeds", text):
+        if not item.isdigit():
+            raise UsageError(f"--seeds: {item!r} is not a non-negative integer; write e.g. --seeds 0,1,2")
+        seeds.append(int(item))
+    return seeds
+
+
+def parse_families(text: str) -> list[str]:
+    allowed = model_choices()
+    families = split_list("--families", text)
+    for f in families:
+        if f not in allowed:
+            raise UsageError(f"--families: {f!r} is not a model of conf/model/; one of: {', '.join(allowed)}{did_you_mean(f, allowed)}")
+    return families
+
+
+def check_extra(extra: list[str]) -> None:
+    """Overrides that would fight a flag, or the experiment, are refused (the flag is named)."""
+    for o in extra:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key in RESERVED:
+            raise UsageError(f"{o}: {key} is set by the script for each job; use {RESERVED[key]}")
+        if key.startswith("hydra.sweeper") or o in ("-m", "--multirun"):
+            raise UsageError(f"{o}: the script runs each job itself; pick them with --families, --seeds and --budgets")
+
+
+# ---- state of a job's folder -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Progress:
+    step: int = 0
+    train_time: float = 0.0   # seconds of training (what trainer.max_time caps)
+    train_flops: float = 0.0  # training FLOPs (what trainer.max_flops caps)
+
+
+@dataclass(frozen=True)
+class State:
+    kind: JobState
+    progress: Progress = Progress()
+    note: str = ""  # done: its FID; broken: why
+
+
+def job_state(run_dir: Path) -> State:
+    """done: metrics.json has a headline record; resume: a checkpoint loads; new: neither; broken: unreadable."""
+    from genbench.checkpoint import CheckpointError, find_resumable
+    from genbench.records import headline_record
+
+    try:
+        record = headline_record(run_dir)
+    except ValueError as e:
+        return State("broken", note=str(e))
+    if record is not None:
+        fid = (record.get("metrics") or {}).get("fid")
+        step = record.get("checkpoint_step", record.get("step"))
+        return State("done", Progress(step=step or 0), f"FID {fid:.4g}" if fid is not None else "")
+    try:
+        found = find_resumable(run_dir)
+    except CheckpointError as e:
+        return State("broken", note=str(e))
+    if found is None:
+        return State("new")
+    _, state, _ = found
+    compute = state.get("compute") or {}
+    flops = compute.get("train_flops")
+    if flops is None:
+        flops = state.get("images_seen", 0) * (compute.get("train_flops_per_image") or 0.0)
+    return State("resume", Progress(state["step"], float(state.get("train_time", 0.0)), float(flops)))
+
+
+# ---- what a job will cost ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Speed:
+    """One family's costs on this machine, measured by a probe (see `probe`)."""
+    s_per_step: float               # training seconds per optimizer step
+    flops_per_step: float | None    # training FLOPs per step (train_flops_per_image x batch size)
+    sample_s_per_image: float       # generating one image with the family's sampler
+    score_s_per_image: float        # scoring one image: features, FID/KID/PR, memorisation
+    eval_fixed_s: float             # the rest of one full evaluation: loading, likelihoods, panels
+    startup_s: float                # the process outside training and evaluation: imports, data, FLOP count
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a job's composed config says about its length and its evaluations."""
+    max_steps: int | None
+    max_time: float | None
+    max_flops: float | None
+    eval_every: int          # trainer.eval_every: an evaluation during training every N steps (0: none)
+    during_samples: int      # eval.during_training.num_samples
+    final_samples: int       # eval.num_samples, scored once at the end (0: eval.at_end=false or no eval)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    steps: int            # the step the job will end at
+    train_s: float
+    eval_s: float
+    startup_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.eval_s + self.startup_s
+
+
+def estimate(speed: Speed, run: RunSettings, done: Progress = Progress()) -> Estimate | None:
+    """What is left of a job: the steps to its first budget (steps, training seconds, training FLOPs; each at
+    the measured rate), those steps' training time, the evaluations during training that fall in them
+    (at multiples of eval_every, and at the last step) plus the final one, and one process start-up.
+    None when no budget can be converted to steps (a FLOP budget without a FLOP count)."""
+    left = []
+    if run.max_steps is not None:
+        left.append(run.max_steps - done.step)
+    if run.max_time is not None:
+        left.append(math.ceil((run.max_time - done.train_time) / speed.s_per_step))
+    if run.max_flops is not None and speed.flops_per_step:
+        left.append(math.ceil((run.max_flops - done.train_flops) / speed.flops_per_step))
+    if not left:
+        return None
+    steps = max(min(left), 0)
+    end = done.step + steps
+    during = 0
+    if run.eval_every and steps:  # the Trainer evaluates when step % eval_every == 0, and at its last step
+        during = end // run.eval_every - done.step // run.eval_every + (1 if end % run.eval_every else 0)
+    per_image = speed.sample_s_per_image + speed.score_s_per_image
+    eval_s = during * run.during_samples * per_image
+    if run.final_samples:
+        eval_s += run.final_samples * per_image + speed.eval_fixed_s
+    return Estimate(end, steps * speed.s_per_step, eval_s, speed.startup_s)
+
+
+def makespan(durations: list[float], jobs: int) -> float:
+    """Wall time of running `durations` in order on `jobs` slots, each job taking the first free slot (as
+    `run_jobs` does)."""
+    slots = [0.0] * jobs
+    for d in durations:
+        i = slots.index(min(slots))
+        slots[i] += d
+    return max(slots, default=0.0)
+
+
+# ---- probes --------------------------------------------------------------------------------------------------
+def compose(overrides: list[str]):
+    """The composed `genbench train` config of these overrides; a bad override is one ConfigError line."""
+    from genbench.preflight import check_command, compose as preflight_compose
+
+    check_command("train", overrides)
+    return preflight_compose("train", overrides)
+
+
+def run_settings(cfg) -> RunSettings:
+    t = cfg.trainer
+    has_eval = "eval" in cfg and cfg.eval is not None
+    return RunSettings(
+        max_steps=t.max_steps, max_time=parse_duration(t.max_time), max_flops=parse_flops(t.max_flops),
+        eval_every=int(t.eval_every or 0) if has_eval else 0,
+        during_samples=int(cfg.eval.during_training.num_samples) if has_eval else 0,
+        final_samples=int(cfg.eval.num_samples) if has_eval and cfg.eval.at_end else 0)
+
+
+def machine_key(device: str) -> dict:
+    """Which machine a probe ran on: CPU, cores, host, torch and the device the runs train on."""
+    import torch
+
+    from genbench.runtime import cpu_model, device_name, resolve_device
+
+    return {"cpu_model": cpu_model(), "cpu_count": len(os.sched_getaffinity(0)), "hostname": platform.node(),
+            "torch": str(torch.__version__), "device": device_name(resolve_device(device))}
+
+
+def probe_key(cfg, threads: int, probe_steps: int, probe_samples: int) -> tuple[str, dict]:
+    """(hash, what it hashes): the machine, threads, and every setting that changes a step's or an
+    evaluation's cost (model, data, optimizer, batch size, precision, device, the eval protocol)."""
+    from omegaconf import OmegaConf
+
+    t = cfg.trainer
+    settings = {"machine": machine_key(t.device), "threads": threads, "probe": [probe_steps, probe_samples],
+                "trainer": {k: t.get(k) for k in ("batch_size", "precision", "device", "compile", "ema_profiles")},
+                **{k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "eval") if k in cfg}}
+    settings.get("data", {}).pop("root", None)  # where the files are does not change the speed
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12], json.loads(text)
+
+
+def speed_from_probe(run_dir: Path, wall_s: float, probe_samples: int) -> Speed:
+    """A probe's Speed, from its checkpoint, its TensorBoard perf/train_time_s (logged every step; the first
+    fifth of the steps is warm-up and not timed) and the timings of its evaluation record."""
+    from genbench.checkpoint import load_checkpoint
+    from genbench.records import headline_record
+    from genbench.report.events import read_scalars
+
+    state = load_checkpoint(run_dir)
+    steps, train_time = state["step"], state["train_time"]
+    s_per_step = train_time / steps
+    times = {p.step: p.value for p in read_scalars(run_dir / "tb").get("perf/train_time_s", [])}
+    warm = max(1, steps // 5)
+    if warm in times and steps in times and steps > warm:
+        s_per_step = (times[steps] - times[warm]) / (steps - warm)
+    per_image = (state.get("compute") or {}).get("train_flops_per_image")
+    batch = state["config"]["trainer"]["batch_size"]
+    record = headline_record(run_dir) or {}
+    timings = record.get("timings_s") or {}
+    sample_s, score_s = timings.get("sampling") or 0.0, timings.get("metrics") or 0.0
+    eval_wall = record.get("eval_wall_time_s") or 0.0
+    return Speed(s_per_step=s_per_step, flops_per_step=per_image * batch if per_image else None,
+                 sample_s_per_image=sample_s / probe_samples, score_s_per_image=score_s / probe_samples,
+                 eval_fixed_s=max(eval_wall - sample_s - score_s, 0.0),
+                 startup_s=max(wall_s - train_time - eval_wall, 0.0))
+
+
+def probe_overrides(base: list[str], cfg, probe_steps: int, probe_samples: int, run_dir: Path) -> list[str]:
+    """A job's overrides, cut to probe_steps steps (no budget, no eval during training, one checkpoint at the
+    end, a log line every step) and a final evaluation of probe_samples samples."""
+    out = [o for o in base if not o.startswith(("hydra.run.dir=", "trainer.max_"))]
+    out += [f"trainer.max_steps={probe_steps}", "trainer.max_time=null", "trainer.max_flops=null", "trainer.eval_every=0",
+            "trainer.sample_every=0", "trainer.checkpoint_every=0", "trainer.log_every=1", "trainer.progress=false",
+            f"hydra.run.dir={run_dir}"]
+    if "eval" in cfg and cfg.eval is not None:
+        m = cfg.eval.metrics
+        out += [f"eval.num_samples={probe_samples}", "eval.at_end=true",
+                f"eval.metrics.kid_subset_size={min(m.kid_subset_size, probe_samples)}",
+                f"eval.metrics.isc_splits={min(m.isc_splits, probe_samples)}"]
+    return out
+
+
+def load_probes(root: Path) -> dict:
+    try:
+        return json.loads((root / "probes.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_probe(root: Path, key: str, entry: dict) -> None:
+    probes = {**load_probes(root), key: entry}
+    atomic_write(root / "probes.json", lambda f: f.write((json.dumps(probes, indent=2) + "\n").encode()))
+
+
+# ---- running children -------------------------------------------------------------------------------------
+class Children:
+    """The `genbench train` / `genbench compare` processes this command started. Each runs in its own session,
+    so a Ctrl-C in the terminal reaches this process alone, which passes each signal on exactly once."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, subprocess.Popen] = {}
+        self.stop_signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Children:
+        self._previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        first = self.stop_signal is None
+        self.stop_signal = signum
+        for p in self.running.values():
+            if p.poll() is None:
+                p.send_signal(signum)
+        if first:
+            print(f"\ntrilemma: {signal.Signals(signum).name}: passed on to {len(self.running)} running job(s), which "
+                  "checkpoint and stop; no new job starts. Run the same command again to resume.", flush=True)
+
+    def start(self, name: str, argv: list[str], threads: int, log: Path | None) -> subprocess.Popen:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        out = open(log, "ab") if log else None  # noqa: SIM115 -- closed with the process, by the OS
+        p = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True)
+        if out:
+            out.close()  # the child holds its own descriptor
+        self.running[name] = p
+        return p
+
+    def finished(self) -> list[tuple[str, int]]:
+        """(name, exit status) of every child that has ended, removed from `running`."""
+        done = [(n, p.returncode) for n, p in self.running.items() if p.poll() is not None]
+        for n, _ in done:
+            del self.running[n]
+        return done
+
+    def wait_one(self) -> list[tuple[str, int]]:
+        while True:
+            done = self.finished()
+            if done or not self.running:
+                return done
+            time.sleep(0.2)
+
+
+def genbench(*args: str) -> list[str]:
+    """`genbench ARGS` through this interpreter (the venv's)."""
+    return [sys.executable, "-m", "genbench", *args]
+
+
+def run_probe(children: Children, family: str, overrides: list[str], run_dir: Path, threads: int,
+              probe_samples: int) -> Speed | None:
+    """One probe, in run_dir (removed before and after; its console output kept in run_dir.log)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    log = run_dir.with_suffix(".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    start = time.perf_counter()
+    children.start(f"probe {family}", genbench("train", *overrides), threads, log)
+    ((_, status),) = children.wait_one()
+    wall = time.perf_counter() - start
+    if status != 0:
+        if children.stop_signal is None:
+            print(f"trilemma: the probe of {family} failed (exit {status}); its output: {log}", file=sys.stderr)
+        return None
+    speed = speed_from_probe(run_dir, wall, probe_samples)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return speed
+
+
+# ---- the plan ----------------------------------------------------------------------------------------------
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def state_text(state: State) -> str:
+    if state.kind == "done":
+        return f"done at step {state.progress.step}" + (f" ({state.note})" if state.note else "") + ": skipped"
+    if state.kind == "resume":
+        return f"resume from step {state.progress.step}"
+    if state.kind == "broken":
+        return f"cannot resume: {state.note}"
+    return "new"
+
+
+def plan_table(rows: list[tuple[Job, State, Estimate | None]]) -> list[str]:
+    header = ("job", "state", "ends at step", "training", "evaluation", "start-up", "total")
+    lines = [header]
+    for job, state, est in rows:
+        if state.kind in ("done", "broken"):
+            cells = ("-",) * 5
+        elif est is None:  # no probe of its family
+            cells = ("?",) * 5
+        else:
+            cells = (f"~{est.steps}", fmt_s(est.train_s), fmt_s(est.eval_s), fmt_s(est.startup_s), fmt_s(est.total_s))
+        lines.append((job.name, state_text(state), *cells))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+
+
+def speed_lines(speeds: dict[str, tuple[Speed, dict]]) -> list[str]:
+    out = []
+    for family, (sp, entry) in speeds.items():
+        gflops = f", {sp.flops_per_step / 1e9:.3g} GFLOPs/step" if sp.flops_per_step else ", FLOPs not counted"
+        out.append(f"  {family}: {sp.s_per_step:.3g} s/step{gflops}; sampling {1e3 * sp.sample_s_per_image:.3g} ms/image, "
+                   f"scoring {1e3 * sp.score_s_per_image:.3g} ms/image, {sp.eval_fixed_s:.0f} s fixed per evaluation; "
+                   f"start-up {sp.startup_s:.0f} s (probed {entry['measured']})")
+    return out
+
+
+BASIS = """\
+ETA basis: each family's costs were measured on this machine by a probe (`genbench train` with the jobs' settings
+and threads for {steps} steps, timed from TensorBoard's perf/train_time_s after the first fifth as warm-up, then one
+evaluation of {samples} samples; cached in {probes} per machine, threads and config). Per job:
+  training   = steps to the first budget x measured s/step; the steps are the time budget / s/step (time budgets,
+               whose training time is the budget itself) or the FLOPs left / the counted FLOPs per step (flop budgets)
+  evaluation = (eval.during_training.num_samples at each trainer.eval_every step + eval.num_samples at the end)
+               x measured (sampling + scoring) s/image, + the probe's fixed cost of one full evaluation
+  start-up   = the probe process's time outside training and evaluation (imports, data, FLOP count; an upper bound:
+               a first probe also extracts the reference features, cached since)
+Not counted: checkpoints and sample grids (seconds per run). Jobs side by side (--jobs > 1) share memory bandwidth,
+so each may run slower than its probe, which ran alone."""
+
+
+# ---- main ----------------------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's usage + message, as one line
+        raise UsageError(f"{message} (python scripts/trilemma.py --help)")
+
+
+def parse_args(argv: list[str] | None):
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", default=DEFAULTS["families"], help="model choices (conf/model/), comma list")
+    parser.add_argument("--seeds", default=DEFAULTS["seeds"], help="comma list of seeds")
+    parser.add_argument("--budgets", default=DEFAULTS["budgets"], help="flops and/or time")
+    parser.add_argument("--flops", default=DEFAULTS["flops"], help="training-FLOP budget(s) of the flops budget, e.g. 1.85e14 or 185T")
+    parser.add_argument("--time", default=DEFAULTS["time"], help="training time(s) of the time budget, e.g. 10m, 90s")
+    parser.add_argument("--root", type=Path, default=Path("outputs/trilemma"), help="where the runs, probes and compares go")
+    parser.add_argument("--jobs", type=int, default=1, help="jobs side by side (threads are split among them)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads in all (default: the cores)")
+    parser.add_argument("--probe-steps", type=int, default=20, help="training steps of each family's speed probe")
+    parser.add_argument("--probe-samples", type=int, default=100, help="samples of each probe's evaluation")
+    parser.add_argument("--no-probe", action="store_true", help="no probes: the ETA only where one is cached")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its ETA, then exit")
+    parser.add_argument("--compare-only", action="store_true", help="only run `genbench compare` over finished jobs")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.eval_every=100")
+    args = parser.parse_intermixed_args(argv)
+    for flag in ("jobs", "threads", "probe_steps", "probe_samples"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be at least 1")
+    if args.probe_steps < 2:
+        raise UsageError(f"--probe-steps={args.probe_steps}: a probe needs at least 2 steps (the first is warm-up)")
+    if args.jobs > args.threads:
+        raise UsageError(f"--jobs={args.jobs} exceeds --threads={args.threads}: each job needs a thread")
+    check_extra(args.overrides)
+    return args, make_jobs(parse_families(args.families), parse_seeds(args.seeds),
+                           parse_budgets(args.budgets, args.flops, args.time))
+
+
+def plan(args, jobs: list[Job], children: Children, threads: int) -> tuple[list[tuple[Job, State, Estimate | None]], list[str]]:
+    """Each job's state and estimate, probing each family whose jobs are not all done (unless cached or
+    --no-probe); returns the rows and the lines that describe the speeds."""
+    from genbench.validate import ConfigError
+
+    states = {job: job_state(job.run_dir(args.root)) for job in jobs}
+    settings: dict[tuple[str, Budget], RunSettings] = {}
+    speeds: dict[str, tuple[Speed, dict]] = {}
+    probes = load_probes(args.root)
+    for job in jobs:
+        if (job.family, job.budget) in settings:
+            continue
+        overrides = job.overrides(args.root, args.overrides, threads)
+        try:
+            cfg = compose(overrides)
+        except (ConfigError, ValueError) as e:
+            raise UsageError(str(e).splitlines()[0]) from None
+        except Exception as e:  # what the preflight leaves to Hydra
+            raise UsageError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        settings[(job.family, job.budget)] = run_settings(cfg)
+        if job.family in speeds or all(states[j].kind == "done" for j in jobs if j.family == job.family):
+            continue
+        key, what = probe_key(cfg, threads, args.probe_steps, args.probe_samples)
+        entry = probes.get(key)
+        if entry is None and not args.no_probe and children.stop_signal is None:
+            run_dir = args.root / "probes" / f"{job.family}-{key}"
+            print(f"probing {job.family}: {args.probe_steps} training steps and an evaluation of {args.probe_samples} "
+                  f"samples ({threads} thread(s); output in {run_dir}.log) ...", flush=True)
+            t0 = time.perf_counter()
+            speed = run_probe(children, job.family, probe_overrides(overrides, cfg, args.probe_steps, args.probe_samples, run_dir),
+                              run_dir, threads, args.probe_samples)
+            if speed is not None:
+                now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
+                entry = {"family": job.family, "measured": now, "probe_wall_s": time.perf_counter() - t0,
+                         "speed": asdict(speed), "settings": what}
+                save_probe(args.root, key, entry)
+                probes[key] = entry
+        if entry is not None:
+            speeds[job.family] = (Speed(**entry["speed"]), entry)
+    rows = []
+    for job in jobs:
+        state, speed = states[job], speeds.get(job.family)
+        est = estimate(speed[0], settings[(job.family, job.budget)], state.progress) \
+            if speed and state.kind in ("new", "resume") else None
+        rows.append((job, state, est))
+    return rows, speed_lines(speeds)
+
+
+def print_plan(args, rows, speed_text: list[str], threads: int) -> None:
+    todo = [(j, s, e) for j, s, e in rows if s.kind in ("new", "resume")]
+    budgets = list(dict.fromkeys(j.budget.name for j, _, _ in rows))
+    families = list(dict.fromkeys(j.family for j, _, _ in rows))
+    seeds = list(dict.fromkeys(j.seed for j, _, _ in rows))
+    print(f"trilemma sweep: {len(rows)} jobs ({len(families)} families x {len(seeds)} seed(s) x {len(budgets)} budget(s)) "
+          f"in {args.root}; {len(rows) - len(todo)} done, {len(todo)} to run, {args.jobs} at a time, {threads} thread(s) each")
+    print(" ".join(["every job: genbench train experiment=trilemma model=<family> seed=<seed> <budget>", *args.overrides,
+                    f"threads={threads} hydra.run.dir={args.root}/<budget>/<family>-seed<seed>"]))
+    print("\n".join(plan_table(rows)))
+    if speed_text:
+        print("measured speeds on this machine:")
+        print("\n".join(speed_text))
+    unknown = sorted({j.family for j, s, e in todo if e is None})
+    if todo and len(unknown) == len({j.family for j, _, _ in todo}):
+        print(f"ETA: unknown: no probe of {', '.join(unknown)} (run without --no-probe to measure them)")
+    elif todo:
+        total = makespan([e.total_s for _, _, e in todo if e is not None], args.jobs)
+        parts = {k: sum(getattr(e, k) for _, _, e in todo if e is not None) for k in ("train_s", "eval_s", "startup_s")}
+        finish = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=total)
+        print(f"ETA: {fmt_s(total)} on this machine (done about {finish:%Y-%m-%d %H:%M} UTC): training {fmt_s(parts['train_s'])}"
+              f" + evaluation {fmt_s(parts['eval_s'])} + start-up {fmt_s(parts['startup_s'])}, summed over the jobs, "
+              f"{args.jobs} at a time" + (f"; not included: {', '.join(unknown)} (no probe)" if unknown else ""))
+        print(BASIS.format(steps=args.probe_steps, samples=args.probe_samples, probes=args.root / "probes.json"))
+    else:
+        print("nothing to run: every job is done")
+
+
+def stopped_by(status: int) -> signal.Signals | None:
+    """The signal that stopped a child: 128+N from `genbench train`, -N from Popen when a signal killed it."""
+    number = status - 128 if status > 128 else -status
+    try:
+        return signal.Signals(number) if number > 0 else None
+    except ValueError:
+        return None
+
+
+def run_jobs(args, rows, children: Children, threads: int) -> list[str]:
+    """Run the jobs that are not done, --jobs at a time; returns the names of those that failed."""
+    queue = [job for job, state, _ in rows if state.kind in ("new", "resume")]
+    failed, started = [], {}
+    total = len(queue)
+    while (queue or children.running) and not (children.stop_signal and not children.running):
+        while queue and len(children.running) < args.jobs and children.stop_signal is None:
+            job = queue.pop(0)
+            run_dir = job.run_dir(args.root)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            overrides = job.overrides(args.root, args.overrides, threads)
+            if args.jobs > 1:  # side by side: no progress bars, each job's console in its folder
+                overrides.insert(-2, "trainer.progress=false")
+            log = run_dir / "console.log" if args.jobs > 1 else None
+            started[job.name] = time.perf_counter()
+            print(f"[{total - len(queue)}/{total}] {job.name}: genbench train {' '.join(overrides)}"
+                  + (f" (console: {log})" if log else ""), flush=True)
+            children.start(job.name, genbench("train", *overrides), threads, log)
+        for name, status in children.wait_one():
+            took = fmt_s(time.perf_counter() - started[name])
+            if status == 0:
+                print(f"{name}: finished in {took}", flush=True)
+            elif children.stop_signal is not None and stopped_by(status) is not None:
+                print(f"{name}: stopped by {stopped_by(status).name} after {took}; re-run to resume it from its last checkpoint",
+                      flush=True)
+            else:  # an error, or a signal from elsewhere (the OOM killer)
+                failed.append(name)
+                why = f"killed by {stopped_by(status).name}" if stopped_by(status) else f"exit {status}"
+                print(f"{name}: failed ({why}) after {took}; see {args.root / name / 'train.log'}", flush=True)
+    return failed
+
+
+def compare(args, jobs: list[Job], children: Children) -> int:
+    """`genbench compare` over each budget's finished jobs into <root>/compare_<budget>/; the worst exit status."""
+    worst = 0
+    for budget in dict.fromkeys(j.budget for j in jobs):
+        mine = [j for j in jobs if j.budget == budget]
+        done = [j for j in mine if job_state(j.run_dir(args.root)).kind == "done"]
+        missing = [j.name for j in mine if j not in done]
+        if not done:
+            print(f"compare {budget.name}: no finished job yet", flush=True)
+            continue
+        out = args.root / f"compare_{budget.name}"
+        print(f"compare {budget.name}: {len(done)} finished job(s) -> {out}"
+              + (f" (not finished: {', '.join(missing)})" if missing else ""), flush=True)
+        children.start(f"compare {budget.name}", genbench("compare", *(str(j.run_dir(args.root)) for j in done), "-o", str(out)),
+                       args.threads, None)
+        ((_, status),) = children.wait_one()
+        worst = max(worst, status)
+        if children.stop_signal is not None:
+            break
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    with Children() as children:
+        try:
+            args, jobs = parse_args(argv)
+            threads = max(1, args.threads // args.jobs)
+            if args.compare_only:
+                return compare(args, jobs, children)
+            rows, speed_text = plan(args, jobs, children, threads)
+        except UsageError as e:
+            print(f"trilemma: error: {e}", file=sys.stderr)
+            return 2
+        if children.stop_signal is None:
+            print_plan(args, rows, speed_text, threads)
+        failed = []
+        if children.stop_signal is None and not args.dry_run:
+            failed = run_jobs(args, rows, children, threads)
+        if children.stop_signal is not None:
+            print(f"trilemma: stopped by {signal.Signals(children.stop_signal).name}; the same command resumes", flush=True)
+            return 128 + children.stop_signal
+        if args.dry_run:
+            return 0
+        status = compare(args, jobs, children)
+        broken = [job.name for job, state, _ in rows if state.kind == "broken"]
+        if failed or broken:
+            print(f"trilemma: {len(failed)} job(s) failed ({', '.join(failed) or '-'}), {len(broken)} could not resume "
+                  f"({', '.join(broken) or '-'})", file=sys.stderr)
+            return 1
+        return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,298 @@
+"""scripts/trilemma.py, the one resumable command of the trilemma sweep: its jobs and their folders, the states
+it reads from them, its plan and ETA arithmetic, bad input, and passing a signal on to a running job.
+
+The default tests run no training: folders are faked with genbench's own checkpoint and record writers, and
+`genbench train` is replaced by tiny Python children. The slow test runs the real script on a tiny config,
+kills it mid-sweep, and re-runs it to resume and then skip.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from genbench.checkpoint import save_checkpoint
+from genbench.records import add_record
+from tests.conftest import write_mnist_like
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "trilemma.py"
+spec = importlib.util.spec_from_file_location("trilemma", SCRIPT)
+tri = importlib.util.module_from_spec(spec)
+sys.modules["trilemma"] = tri  # dataclasses look their module up while the script loads
+spec.loader.exec_module(tri)
+
+
+def fake_checkpoint(run_dir: Path, step: int, train_time: float = 0.0, flops_per_image: float = 1e6,
+                    batch_size: int = 8) -> None:
+    """A checkpoint as the Trainer writes it (every required key), without a model."""
+    save_checkpoint({"step": step, "train_time": train_time, "images_seen": step * batch_size,
+                     "compute": {"train_flops_per_image": flops_per_image, "train_flops": step * batch_size * flops_per_image},
+                     "model": {}, "ema": {}, "optimizers": {}, "schedulers": {}, "rng": {},
+                     "config": {"trainer": {"batch_size": batch_size}}, "image_shape": [1, 16, 16]}, run_dir, keep=1)
+
+
+def fake_finished(run_dir: Path, step: int = 40, fid: float = 12.5, **record) -> None:
+    fake_checkpoint(run_dir, step)
+    add_record(run_dir, {"metrics": {"fid": fid}, "checkpoint_step": step, "num_generated": 24, "seed": 0,
+                         "protocol": {"id": "test"}, **record}, headline=True)
+
+
+# ---- jobs --------------------------------------------------------------------------------------------------
+def test_jobs_are_budgets_x_families_x_seeds_in_fixed_folders(tmp_path):
+    budgets = tri.parse_budgets("flops,time", "1.85e14", "10m,90s")
+    jobs = tri.make_jobs(tri.parse_families("gan,vae,diffusion"), tri.parse_seeds("0,1,2"), budgets)
+    assert [b.name for b in budgets] == ["flops-1.85e14", "time-10m", "time-90s"]
+    assert len(jobs) == 27 and len({j.name for j in jobs}) == 27
+    assert jobs[0].name == "flops-1.85e14/gan-seed0" and jobs[-1].name == "time-90s/diffusion-seed2"
+    assert jobs[4].run_dir(tmp_path) == tmp_path / "flops-1.85e14" / "vae-seed1"
+    # the same flags give the same folders: that is how a re-run finds them
+    again = tri.make_jobs(["gan", "vae", "diffusion"], [0, 1, 2], tri.parse_budgets("flops,time", "185T", "10m,1m30s"))
+    assert [j.run_dir(tmp_path) for j in again] == [j.run_dir(tmp_path) for j in jobs]
+    overrides = jobs[4].overrides(tmp_path, ["trainer.eval_every=100"], threads=1)
+    assert overrides == ["experiment=trilemma", "model=vae", "seed=1", "trainer.eval_every=100", "trainer.max_time=null",
+                         "trainer.max_flops=1.85e+14", "threads=1", f"hydra.run.dir={tmp_path / 'flops-1.85e14' / 'vae-seed1'}"]
+    assert jobs[-1].budget.overrides() == ["trainer.max_time=90", "trainer.max_flops=null"]
+    assert tri.Budget("flops", 2e9).name == "flops-2e9"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--families", "gan,gann"], "--families: 'gann' is not a model of conf/model/; one of: dcgan, diffusion"),
+    (["--flops", "0"], "--flops='0' must be positive"),
+    (["--flops", "null"], "--flops='null' must be a positive budget"),
+    (["--time", "-5"], "--time='-5' is not a duration"),
+    (["--budgets", "flop"], "--budgets: 'flop' is not one of: flops, time (did you mean flops?)"),
+    (["--seeds", "0,x"], "--seeds: 'x' is not a non-negative integer"),
+    (["--seeds", "0,0"], "names an item twice"),
+    (["--flops", "1e9,1000000000"], "--flops='1e9,1000000000' gives one budget twice"),
+    (["--jobs", "3", "--threads", "2"], "--jobs=3 exceeds --threads=2"),
+    (["--jobs", "two"], "argument --jobs: invalid int value: 'two'"),
+    (["model=vae"], "model is set by the script for each job; use --families"),
+    (["trainer.max_flops=1e12"], "use --budgets flops --flops"),
+    (["trainer.max_stepz=3"], "trainer.max_stepz is not a key of genbench train's config (did you mean trainer.max_steps?)"),
+])
+def test_bad_input_fails_in_one_line_before_any_work(tmp_path, capsys, argv, says):
+    root = tmp_path / "sweep"
+    assert tri.main(["--root", str(root), "--dry-run", "--no-probe", "--families", "gan", "--budgets", "flops", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trilemma: error: ") and says in err and err.count("\n") == 1, err
+    assert not root.exists()
+
+
+# ---- the state of a job's folder ------------------------------------------------------------------------------
+def test_job_states_from_the_folders(tmp_path):
+    fake_finished(tmp_path / "done", step=40, fid=12.5)
+    fake_checkpoint(tmp_path / "half", step=7, train_time=3.5, flops_per_image=2e6, batch_size=8)
+    (tmp_path / "started" / ".hydra").mkdir(parents=True)  # killed before its first checkpoint
+    (tmp_path / "corrupt" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "corrupt" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    assert tri.job_state(tmp_path / "done") == tri.State("done", tri.Progress(40), "FID 12.5")
+    assert tri.job_state(tmp_path / "half") == tri.State("resume", tri.Progress(7, 3.5, 7 * 8 * 2e6))
+    assert tri.job_state(tmp_path / "started").kind == "new"
+    assert tri.job_state(tmp_path / "missing").kind == "new"
+    broken = tri.job_state(tmp_path / "corrupt")
+    assert broken.kind == "broken" and "last.pt" in broken.note
+    # checkpoints but no headline record: not done, whatever else the folder holds
+    fake_checkpoint(tmp_path / "unscored", step=50)
+    (tmp_path / "unscored" / "metrics.json").write_text(json.dumps({"format_version": 2, "headline": None, "records": {}}))
+    assert tri.job_state(tmp_path / "unscored").kind == "resume"
+
+
+SMALL_EVAL = ["eval.extractor=fmnist-cnn", "eval.num_samples=48", "eval.num_reference=128", "eval.metrics.kid_subset_size=24",
+              "eval.metrics.isc_splits=4", "eval.likelihood_images=8", "eval.diagnostic_images=4", "eval.batch_size=48",
+              "eval.memorisation.test_images=48", "eval.during_training.num_samples=24",
+              "eval.during_training.kid_subset_size=12"]
+TINY = ["experiment=smoke", "data=mnist", "data.image_size=16", "trainer.batch_size=8", "trainer.device=cpu",
+        "trainer.eval_every=5", *SMALL_EVAL]
+
+
+def test_the_plan_shows_each_state_and_an_eta_from_a_cached_probe(tmp_path, capsys):
+    """A finished job is skipped, a checkpointed one resumes from its step, the rest are new; the ETA uses the
+    probe cached in <root>/probes.json, so no probe runs (--no-probe would leave the ETA unknown otherwise)."""
+    root, extra = tmp_path / "sweep", [*TINY, f"data.root={tmp_path / 'data'}"]
+    argv = ["--root", str(root), "--families", "gan,vae", "--seeds", "0,1", "--budgets", "flops", "--flops", "1e9",
+            "--threads", "1", "--no-probe", "--dry-run", *extra]
+    fake_finished(root / "flops-1e9" / "gan-seed0", step=40, fid=12.5)
+    fake_checkpoint(root / "flops-1e9" / "vae-seed1", step=7)
+    job = tri.Job(tri.Budget("flops", 1e9), "vae", 0)
+    cfg = tri.compose(job.overrides(root, extra, threads=1))
+    key, settings = tri.probe_key(cfg, threads=1, probe_steps=20, probe_samples=100)
+    speed = tri.Speed(s_per_step=0.01, flops_per_step=1e7, sample_s_per_image=0.001, score_s_per_image=0.001,
+                      eval_fixed_s=2.0, startup_s=5.0)
+    tri.save_probe(root, key, {"family": "vae", "measured": "2026-01-01T00:00+00:00", "speed": vars(speed), "settings": settings})
+    assert tri.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  flops-1e9/")}
+    assert "done at step 40 (FID 12.5): skipped" in rows["flops-1e9/gan-seed0"]
+    assert rows["flops-1e9/gan-seed1"].split()[1:] == ["new"] + ["?"] * 5  # no probe of the GAN
+    assert "resume from step 7" in rows["flops-1e9/vae-seed1"]
+    # vae-seed0: smoke's 20 steps come before 1e9 FLOPs (100 steps); 4 evaluations during (5, 10, 15, 20) of 24
+    # samples and the final one of 48, at 2 ms per image, + 2 s fixed: 2.288 s; start-up 5 s; training 0.2 s
+    assert rows["flops-1e9/vae-seed0"].split()[1:] == ["new", "~20", "0s", "2s", "5s", "7s"]
+    assert "not included: gan (no probe)" in out and "probing" not in out and "vae: 0.01 s/step" in out
+    assert not (root / "flops-1e9" / "vae-seed0").exists()  # --dry-run starts nothing
+
+
+# ---- ETA arithmetic ------------------------------------------------------------------------------------------------
+SPEED = tri.Speed(s_per_step=0.5, flops_per_step=1e9, sample_s_per_image=0.01, score_s_per_image=0.002,
+                  eval_fixed_s=10.0, startup_s=5.0)
+FLOPS_RUN = tri.RunSettings(max_steps=None, max_time=None, max_flops=1e12, eval_every=200, during_samples=1000,
+                            final_samples=10000)
+
+
+def test_eta_of_a_flop_budget_new_and_resumed():
+    est = tri.estimate(SPEED, FLOPS_RUN)
+    # 1e12 / 1e9 = 1000 steps x 0.5 s; evaluations at 200..1000 (5) of 1000 samples and a final one of 10,000,
+    # each image 0.012 s, + 10 s fixed; + 5 s start-up
+    assert (est.steps, est.train_s, est.startup_s) == (1000, 500.0, 5.0)
+    assert est.eval_s == pytest.approx(5 * 1000 * 0.012 + 10000 * 0.012 + 10.0)
+    assert est.total_s == pytest.approx(500 + 60 + 130 + 5)
+    resumed = tri.estimate(SPEED, FLOPS_RUN, tri.Progress(step=300, train_time=999.0, train_flops=3e11))
+    assert (resumed.steps, resumed.train_s) == (1000, 350.0)  # 700 steps left; its past training time is irrelevant
+    assert resumed.eval_s == pytest.approx(4 * 12.0 + 130.0)  # at 400, 600, 800, 1000
+    spent = tri.estimate(SPEED, FLOPS_RUN, tri.Progress(step=1000, train_time=500.0, train_flops=1e12))
+    assert (spent.steps, spent.train_s, spent.eval_s) == (1000, 0.0, pytest.approx(130.0))  # only the final evaluation
+
+
+def test_eta_of_a_time_budget_and_the_first_budget_wins():
+    time_run = tri.RunSettings(max_steps=None, max_time=600.0, max_flops=None, eval_every=200, during_samples=1000,
+                               final_samples=10000)
+    speed = tri.Speed(**{**vars(SPEED), "s_per_step": 0.7})
+    est = tri.estimate(speed, time_run)
+    assert est.steps == 858 and est.train_s == pytest.approx(600.6)  # ceil(600 / 0.7): the Trainer ends its last step
+    assert est.eval_s == pytest.approx(5 * 12.0 + 130.0)  # at 200, 400, 600, 800 and the last step, 858
+    capped = tri.estimate(speed, tri.RunSettings(**{**vars(time_run), "max_steps": 100}))
+    assert (capped.steps, capped.train_s) == (100, pytest.approx(70.0))
+    no_eval = tri.estimate(speed, tri.RunSettings(**{**vars(time_run), "eval_every": 0, "final_samples": 0}))
+    assert no_eval.eval_s == 0.0
+    # a FLOP budget without a FLOP count cannot be converted to steps
+    assert tri.estimate(tri.Speed(**{**vars(SPEED), "flops_per_step": None}), FLOPS_RUN) is None
+
+
+def test_makespan_fills_the_first_free_slot():
+    assert tri.makespan([3.0, 1.0, 1.0, 1.0], jobs=1) == 6.0
+    assert tri.makespan([3.0, 1.0, 1.0, 1.0], jobs=2) == 3.0
+    assert tri.makespan([1.0, 1.0, 3.0], jobs=2) == 4.0
+    assert tri.makespan([], jobs=2) == 0.0
+
+
+def test_speed_from_a_probe_folder(tmp_path):
+    """Without TensorBoard logs the whole training time counts; the evaluation's timings give the per-image costs."""
+    fake_checkpoint(tmp_path, step=10, train_time=2.0, flops_per_image=1e6, batch_size=8)
+    add_record(tmp_path, {"metrics": {"fid": 1.0}, "checkpoint_step": 10, "num_generated": 50, "protocol": {"id": "t"},
+                          "timings_s": {"sampling": 1.0, "metrics": 0.5, "likelihood": 0.25}, "eval_wall_time_s": 2.0},
+                 headline=True)
+    speed = tri.speed_from_probe(tmp_path, wall_s=9.0, probe_samples=50)
+    assert speed == tri.Speed(s_per_step=0.2, flops_per_step=8e6, sample_s_per_image=0.02, score_s_per_image=0.01,
+                              eval_fixed_s=0.5, startup_s=5.0)
+
+
+# ---- running: skip, signals ------------------------------------------------------------------------------------
+# a stand-in for `genbench train`: writes <hydra.run.dir>/ready, then waits for SIGINT/SIGTERM and exits 128+N as
+# genbench train does (or ends at once with EXIT set)
+CHILD = """
+import os, signal, sys, time
+run_dir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("hydra.run.dir="))
+signal.signal(signal.SIGTERM, lambda n, f: sys.exit(128 + n))
+signal.signal(signal.SIGINT, lambda n, f: sys.exit(128 + n))
+open(os.path.join(run_dir, "ready"), "w").close()
+if os.environ.get("EXIT"):
+    sys.exit(int(os.environ["EXIT"]))
+time.sleep(60)
+sys.exit(3)
+"""
+
+
+@pytest.fixture
+def fake_genbench(monkeypatch):
+    monkeypatch.setattr(tri, "genbench", lambda verb, *args: [sys.executable, "-c", CHILD, verb, *args])
+
+
+def rows_for(root: Path, families: list[str]) -> tuple[object, list]:
+    args, jobs = tri.parse_args(["--root", str(root), "--families", ",".join(families), "--seeds", "0", "--budgets", "time",
+                                 "--time", "5s", "--threads", "1"])
+    return args, [(j, tri.job_state(j.run_dir(root)), None) for j in jobs]
+
+
+def test_a_finished_job_is_skipped_and_the_others_run(tmp_path, fake_genbench, monkeypatch, capsys):
+    monkeypatch.setenv("EXIT", "0")
+    fake_finished(tmp_path / "time-5s" / "gan-seed0")
+    args, rows = rows_for(tmp_path, ["gan", "vae"])
+    with tri.Children() as children:
+        assert tri.run_jobs(args, rows, children, threads=1) == []
+    out = capsys.readouterr().out
+    assert "[1/1] time-5s/vae-seed0" in out and "gan-seed0" not in out
+    assert (tmp_path / "time-5s" / "vae-seed0" / "ready").exists() and not (tmp_path / "time-5s" / "gan-seed0" / "ready").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_is_passed_on_and_no_next_job_starts(tmp_path, fake_genbench, capsys, signum):
+    args, rows = rows_for(tmp_path, ["gan", "vae"])
+    ready = tmp_path / "time-5s" / "gan-seed0" / "ready"
+
+    def send_when_ready():
+        for _ in range(600):
+            if ready.exists():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signum)  # as from the terminal or a scheduler: to this process alone
+
+    previous = signal.getsignal(signum)
+    sender = threading.Thread(target=send_when_ready)
+    with tri.Children() as children:
+        sender.start()
+        failed = tri.run_jobs(args, rows, children, threads=1)
+        sender.join()
+    assert signal.getsignal(signum) is previous  # handlers put back
+    out = capsys.readouterr().out
+    assert failed == [] and children.stop_signal == signum
+    assert f"time-5s/gan-seed0: stopped by {signum.name}" in out  # the child exited 128+N: it got the signal
+    assert not (tmp_path / "time-5s" / "vae-seed0").exists()  # the next job never started
+
+
+def test_a_failed_job_does_not_stop_the_others(tmp_path, fake_genbench, monkeypatch, capsys):
+    monkeypatch.setenv("EXIT", "1")
+    args, rows = rows_for(tmp_path, ["gan", "vae"])
+    with tri.Children() as children:
+        assert tri.run_jobs(args, rows, children, threads=1) == ["time-5s/gan-seed0", "time-5s/vae-seed0"]
+    assert "time-5s/gan-seed0: failed (exit 1)" in capsys.readouterr().out
+
+
+# ---- end to end ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # the real script and `genbench train` subprocesses: about a minute
+def test_killed_sweep_resumes_then_skips(tmp_path):
+    data = write_mnist_like(tmp_path / "data", "MNIST", n_train=256, n_test=64)
+    root = tmp_path / "sweep"
+    cmd = [sys.executable, str(SCRIPT), "--root", str(root), "--families", "gan,vae", "--seeds", "0", "--budgets", "time",
+           "--time", "30s", "--threads", "1", "--probe-steps", "4", "--probe-samples", "24",
+           "experiment=smoke", "data=mnist", f"data.root={data}", "data.image_size=16", "trainer.batch_size=8",
+           "trainer.device=cpu", "trainer.max_steps=100000", "trainer.eval_every=50", "trainer.checkpoint_every=10",
+           "trainer.sample_every=0", f"eval.cache_dir={tmp_path / 'cache'}", *SMALL_EVAL]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GENBENCH_MACHINE_CACHE": str(tmp_path / "machine.json")}
+    first = root / "time-30s" / "gan-seed0"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (first / "checkpoints" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGINT, out
+    assert "probing gan" in out and "time-30s/gan-seed0: stopped by SIGINT" in out
+    assert not (root / "time-30s" / "vae-seed0").exists() and (root / "probes.json").is_file()
+    # the same command: the probes are cached, the GAN resumes, the VAE starts, then compare
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "probing" not in again.stdout and "resume from step" in again.stdout
+    assert "resumed from" in (first / "train.log").read_text()
+    assert (root / "compare_time-30s" / "compare.md").is_file()
+    # and once more: everything is done, nothing trains, compare is redone
+    last = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert last.returncode == 0 and last.stdout.count(": skipped") == 2 and "nothing to run" in last.stdout
