@@ -6,10 +6,12 @@
     python scripts/trilemma.py --jobs 2              # two jobs side by side, one thread each on 2 cores
     python scripts/trilemma.py --compare-only        # compare what has finished so far
     python scripts/trilemma.py [flags] trainer.eval_every=100   # any other Hydra override goes to every run
+    python scripts/trilemma.py --families gan,vae --seeds 0 --time 20s experiment=smoke   # a try of the plumbing
 
 Jobs are families x seeds x budgets. Each one is `genbench train experiment=trilemma model=F seed=S <budget>
-[overrides]` (experiment=trilemma: the family's defaults, its eval during training for the FID curves), in a
-fixed folder <root>/<budget>/<family>-seed<S>, the budget named with its value:
+[overrides]` (experiment=trilemma: the family's defaults, its eval during training for the FID curves; an
+experiment= among the overrides replaces it), in a fixed folder <root>/<budget>/<family>-seed<S>, the budget
+named with its value:
 - flops-<V>: trainer.max_time=null trainer.max_flops=V (--flops, default 1.85e14): equal training FLOPs, which
   means the same on every machine;
 - time-<T>: trainer.max_time=T (--time, default 10m): equal training time on this machine.
@@ -518,7 +520,7 @@ evaluation of {samples} samples; cached in {probes} per machine, threads and con
                x measured (sampling + scoring) s/image, + the probe's fixed cost of one full evaluation
   start-up   = the probe process's time outside training and evaluation (imports, data, FLOP count; an upper bound:
                a first probe also extracts the reference features, cached since)
-Not counted: checkpoints and sample grids (seconds per run). Jobs side by side (--jobs > 1) share memory bandwidth,
+Not counted: checkpoints and sample grids (seconds per run), and `genbench compare` at the end. Jobs side by side (--jobs > 1) share memory bandwidth,
 so each may run slower than its probe, which ran alone."""
 
 
