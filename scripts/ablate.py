@@ -11,15 +11,17 @@ scripts/benchlib.py: the reference protocol's 10,000 training images, KID subset
 extractor); each record carries the protocol and its id. Changes that keep the cost of a step (learning rate, loss weighting, prediction
 target, schedule) compare exactly at the step count an equal time budget gives the default; changes
 that alter it (batch size, network) need the time-budgeted benchmarks (bench_diffusion.py etc.).
-Appends one JSON record per call to --out/ablate.jsonl and writes a 64-image grid beside it.
+Appends one JSON record per call to --out/ablate.jsonl, writes a 64-image grid beside it, and rewrites
+--out/ablate.md, the table of every record in ablate.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from benchlib import add_common_args, load_data, log, score, setup, train_genbench
+from benchlib import add_common_args, is_eval_override, load_data, log, score, setup, train_genbench, trained_run
 from benchlib import protocol as bench_protocol
 from genbench.generate import generate
 from genbench.runtime import git_commit, machine_record
@@ -30,6 +32,8 @@ def main() -> None:
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", type=int, help="optimizer steps of the run")
     budget.add_argument("--flops", type=float, help="training FLOPs of the run (trainer.max_flops)")
+    budget.add_argument("--run", type=Path, help="score this finished `genbench train` folder instead of training "
+                                                 "(the overrides then say how it was trained)")
     parser.add_argument("--name", required=True, help="label of this arm in the JSON and the grid's file name")
     add_common_args(parser, "outputs/ablate", num_samples=2000)
     parser.add_argument("overrides", nargs="*",
@@ -37,9 +41,12 @@ def main() -> None:
     args = parser.parse_intermixed_args()  # overrides may come before or after the options
     setup(args.threads, args.out)
     protocol = bench_protocol(args.num_samples, args.overrides)  # conf/eval: the reference protocol, at --num-samples
-    model, run = train_genbench(args.out / args.name, budget=None, seed=args.seed,
-                                overrides=[*args.overrides, "trainer.max_time=null", f"trainer.max_steps={args.steps}"
-                                           if args.steps else f"trainer.max_flops={args.flops:g}"])
+    if args.run:
+        model, run = trained_run(args.run, [o for o in args.overrides if not is_eval_override(o)])
+    else:
+        model, run = train_genbench(args.out / args.name, budget=None, seed=args.seed,
+                                    overrides=[*args.overrides, "trainer.max_time=null", f"trainer.max_steps={args.steps}"
+                                               if args.steps else f"trainer.max_flops={args.flops:g}"])
     images, img_per_s = generate(model, protocol.num_samples, protocol.batch_size, args.seed + 1)
     record = {"name": args.name, "num_samples": protocol.num_samples, "threads": args.threads, **run,
               **model.sampling_info(), "img_per_s": img_per_s,
@@ -48,6 +55,22 @@ def main() -> None:
     log.info("%s: fid=%.4g", args.name, record["fid"])
     with open(args.out / "ablate.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
+    (args.out / "ablate.md").write_text(table([json.loads(line) for line in open(args.out / "ablate.jsonl")]))
+
+
+def table(records: list[dict]) -> str:
+    """Markdown: one row per arm, in the order they ran."""
+    rows = ["| arm | overrides | steps x batch | training FLOPs | sampler (NFE) | FID | precision / recall | memorised | protocol |",
+            "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+    for r in records:
+        protocol = r["protocol"]["id"] if isinstance(r.get("protocol"), dict) else r.get("protocol", "-")
+        flops = (r.get("compute") or {}).get("train_flops")
+        shown = [o for o in r["overrides"] if not o.startswith(("threads=", "trainer.max_time=", "trainer.max_steps=", "trainer.max_flops="))]
+        memorised = (r.get("memorisation") or {}).get("fraction_closer")
+        rows.append(f"| {r['name']} | {' '.join(f'`{o}`' for o in shown) or '(default)'} | {r['steps']:,} x {r['batch_size']} | "
+                    f"{flops:.3g} | {r['sampler']} ({r['nfe']}) | {r['fid']:.1f} | {r.get('precision', float('nan')):.2f} / "
+                    f"{r.get('recall', float('nan')):.2f} | " + (f"{memorised:.2%}" if memorised is not None else "-") + f" | {protocol} |")
+    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":

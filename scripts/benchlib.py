@@ -71,7 +71,6 @@ def train_genbench(run_dir: Path, budget: float | None, seed: int, overrides: li
     """`genbench train` as configured (no step limit by default) with trainer.max_time = budget seconds (None: as
     the overrides say); returns the EMA model and what the run did. No eval during or after training: the
     benchmark scores every side alike, with `score`."""
-    from genbench.checkpoint import load_model
     from genbench.train import train
 
     budget_override = [] if budget is None else [f"trainer.max_time={budget}"]
@@ -79,10 +78,17 @@ def train_genbench(run_dir: Path, budget: float | None, seed: int, overrides: li
     cfg = compose_config("train", [f"seed={seed}", *budget_override, "trainer.device=cpu", "trainer.progress=false",
                                    "~eval", *overrides])
     train(cfg, str(run_dir))
+    return trained_run(run_dir, overrides)
+
+
+def trained_run(run_dir: Path, overrides: list[str]) -> tuple[torch.nn.Module, dict]:
+    """A finished `genbench train` folder's EMA model and what the run did (`overrides`: how it was configured)."""
+    from genbench.checkpoint import load_model
+
     model, state = load_model(run_dir, ema=True)
     return model, {"steps": state["step"], "train_time_s": state["train_time"], "images_seen": state["images_seen"],
-                   "batch_size": cfg.trainer.batch_size, "overrides": overrides, "compute": state.get("compute"),
-                   "parameters": sum(p.numel() for p in model.parameters())}
+                   "batch_size": state["config"]["trainer"]["batch_size"], "overrides": overrides,
+                   "compute": state.get("compute"), "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def score(images: torch.Tensor, data: ImageData, protocol: Protocol, name: str | None = None, out: Path | None = None) -> dict:

@@ -309,10 +309,14 @@ class FlowEuler(FlowSampler):
 
 @dataclass
 class FlowHeun(FlowSampler):
-    """Heun's method (explicit trapezoidal rule, second order; Karras et al. 2022 Alg. 1 uses it), on
-    every step including the last, which lands on t = 0 where v is still defined: 2K evaluations.
+    """Heun's method (explicit trapezoidal rule, second order), as in Karras et al. 2022 Alg. 1:
         1. predictor x' = x_k + (t_{k+1} - t_k) v(x_k, t_k)
-        2. corrector x_{k+1} = x_k + (t_{k+1} - t_k) (v(x_k, t_k) + v(x', t_{k+1})) / 2"""
+        2. corrector x_{k+1} = x_k + (t_{k+1} - t_k) (v(x_k, t_k) + v(x', t_{k+1})) / 2, except on the last
+           step, which lands on the data (t = 0) and stays an Euler step (their line 8: no correction
+           when sigma_{i+1} = 0): 2K - 1 evaluations, and still second order overall.
+    The network is never asked for v at t = 0, where the logit-normal density trains it least (almost
+    never): correcting with that evaluation cost this package's 10-step Heun default FID 98 where Euler
+    gave 65 (README, Benchmarks)."""
 
     @torch.no_grad()
     def __call__(self, velocity: Velocity, x: torch.Tensor) -> torch.Tensor:
@@ -320,11 +324,11 @@ class FlowHeun(FlowSampler):
         for t, s in zip(ts, ts[1:]):
             d = _v(velocity, x, t)
             x_pred = x + (s - t) * d
-            x = x + (s - t) * 0.5 * (d + _v(velocity, x_pred, s))
+            x = x_pred if s == 0 else x + (s - t) * 0.5 * (d + _v(velocity, x_pred, s))
         return x
 
     def nfe(self) -> int:
-        return 2 * self.steps
+        return 2 * self.steps - 1
 
 
 def _adams_bashforth_weights(t_new: float, ts: list[float]) -> list[float]:
