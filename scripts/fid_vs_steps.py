@@ -3,7 +3,7 @@ DPM-Solver++(2M) and (3M)) or of the flow family (Euler, Heun, Adams-Bashforth 3
 run's family unless --samplers names some.
 
     python scripts/fid_vs_steps.py outputs/<run> --steps 10 20 50 100 1000 --num-samples 1000
-    python scripts/fid_vs_steps.py outputs/<run> --samplers dpm_solver_3m dpm_solver_3m:trailing --steps 10
+    python scripts/fid_vs_steps.py outputs/<run> --samplers dpm_solver_3m dpm_solver_3m:logsnr --steps 10
 
 A diffusion sampler's name may end in :<spacing> (leading, trailing, linspace, karras, logsnr) to run it on
 another time grid than its default.
@@ -36,7 +36,7 @@ SAMPLERS = {
     "ddpm": {"_target_": "genbench.samplers.DDPM", "variance": "beta_tilde", "spacing": "leading"},
     "ddim": {"_target_": "genbench.samplers.DDIM", "eta": 0.0, "spacing": "leading"},
     "dpm_solver": {"_target_": "genbench.samplers.DPMSolverPP2M", "spacing": "trailing"},
-    "dpm_solver_3m": {"_target_": "genbench.samplers.DPMSolverPP3M", "spacing": "logsnr"},
+    "dpm_solver_3m": {"_target_": "genbench.samplers.DPMSolverPP3M", "spacing": "trailing"},  # conf/sampler/dpm_solver_3m.yaml
 }
 FLOW_SAMPLERS = {  # conf/sampler/flow/
     "flow_euler": {"_target_": "genbench.samplers.FlowEuler", "shift": 1.0},
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
     parser.add_argument("--samplers", nargs="+", default=None,
                         help=f"any of {', '.join([*SAMPLERS, *FLOW_SAMPLERS])}, a diffusion one with :<spacing> "
-                             "(e.g. dpm_solver_3m:trailing); default: every sampler of the run's family")
+                             "(e.g. dpm_solver_3m:logsnr); default: every sampler of the run's family")
     add_common_args(parser, "<run_dir>/fid_vs_steps", num_samples=1000)
     parser.add_argument("overrides", nargs="*", help="eval.* overrides of the protocol (default: conf/eval's)")
     args = parser.parse_intermixed_args()  # overrides may come before or after the options

@@ -93,7 +93,7 @@ def test_every_optimizer_is_a_partial(compose_cfg, optim):
 ADAM = (0.9, 0.999)
 DEFAULTS = {  # `genbench train model=X`: the values the README's benchmark numbers were made with
     "diffusion": ({"model": ("Adam", 2e-3, ADAM, 0.0)}, 128, 1.0),
-    "flow": ({"model": ("Adam", 2e-3, ADAM, 0.0)}, 128, 1.0),
+    "flow": ({"model": ("Adam", 1e-3, ADAM, 0.0)}, 32, 1.0),
     "gan": ({"d": ("Adam", 8e-4, (0.5, 0.999), 0.0), "g": ("Adam", 8e-4, (0.5, 0.999), 0.0)}, 64, None),
     "dcgan": ({"d": ("Adam", 2e-4, (0.5, 0.999), 0.0), "g": ("Adam", 2e-4, (0.5, 0.999), 0.0)}, 64, None),
     "wgan_gp": ({"d": ("Adam", 1e-4, (0.0, 0.9), 0.0), "g": ("Adam", 1e-4, (0.0, 0.9), 0.0)}, 64, None),
