@@ -8,9 +8,9 @@ FLOPs (trainer.max_flops, genbench.compute's count) -- no time budget, so the re
 how busy the machine is or on --threads -- then scores --num-samples EMA
 samples with the run's own sampler under genbench's evaluation protocol (conf/eval through
 scripts/benchlib.py: the reference protocol's 10,000 training images, KID subsets of 1,000, the data's
-extractor); each record carries the protocol and its id. Changes that keep the cost of a step (learning rate, loss weighting, prediction
-target, schedule) compare exactly at the step count an equal time budget gives the default; changes
-that alter it (batch size, network) need the time-budgeted benchmarks (bench_diffusion.py etc.).
+extractor); each record carries the protocol and its id. Changes that keep the cost of an image (learning
+rate, loss weighting, prediction target, schedule, batch size at equal images seen) compare exactly at equal
+steps x batch; changes that alter it (network, penalties such as R3GAN's) compare at equal --flops.
 Appends one JSON record per call to --out/ablate.jsonl, writes a 64-image grid beside it, and rewrites
 --out/ablate.md, the table of every record in ablate.jsonl.
 """

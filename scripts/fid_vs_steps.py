@@ -8,7 +8,8 @@ run's family unless --samplers names some.
 A diffusion sampler's name may end in :<spacing> (leading, trailing, linspace, karras, logsnr) to run it on
 another time grid than its default.
 
-A step is one network evaluation for every sampler but Heun (two) and Adams-Bashforth 3 (one more in all);
+A step is one network evaluation for every sampler but Heun (two, one on its last step) and
+Adams-Bashforth 3 (one more in all);
 fid_vs_steps.json records each cell's NFE.
 
 Every cell samples --num-samples images from the run's EMA weights with the same seed and scores
