@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from genbench.augment import color, cutout, diff_augment, translation
 from genbench.checkpoint import load_checkpoint, load_model
-from genbench.models.base import randn
+from genbench.models.base import cosine_decay, randn
 from genbench.models.gan import GAN, OBJECTIVES, CollapseMonitor, gradient_penalty, interpolate, r1_penalty
 from genbench.networks.dcgan import Discriminator, Generator
 from genbench.train import train
@@ -198,6 +198,39 @@ def test_r1_and_r2_are_zero_at_a_constant_critic_and_enter_the_d_term(scale):
     else:
         assert d_term.loss.item() > 0.5 * (0.2 + 0.4) * expected
     assert "r2" not in next(tiny_gan(loss="rpgan", r1_gamma=0.2, r1_interval=1).training_losses(x)).metrics  # r2_gamma=0: off
+
+
+def test_cosine_decay_closed_form():
+    """1 at 0 images, (1 + r) / 2 half way, r at the horizon and after it; 1 throughout without a horizon."""
+    assert cosine_decay(0, 0.1, 100) == 1.0
+    assert cosine_decay(50, 0.1, 100) == pytest.approx(0.55)
+    assert cosine_decay(25, 0.0, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert cosine_decay(100, 0.1, 100) == pytest.approx(0.1) and cosine_decay(1e9, 0.1, 100) == pytest.approx(0.1)
+    assert cosine_decay(1e9, 0.1, None) == 1.0
+
+
+def test_scheduled_gamma_equals_the_constant_gamma_it_has_decayed_to():
+    """R3GAN's gamma schedule: after k D steps of batch N, D's term with gamma decaying over H images is
+    exactly D's term with the constant gamma * cosine_decay(k N, r, H), same weights and noise."""
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    k, horizon, ratio = 5, 40, 0.1
+    scale = cosine_decay(k * 4, ratio, horizon)
+    assert 0.1 < scale < 0.9  # mid-decay, so a schedule that did nothing (or everything) would fail
+    torch.manual_seed(0)
+    scheduled = tiny_gan(loss="rpgan", r1_gamma=0.2, r2_gamma=0.4, r1_interval=1, gamma_decay_images=horizon,
+                         gamma_final_ratio=ratio)
+    constant = tiny_gan(loss="rpgan", r1_gamma=0.2 * scale, r2_gamma=0.4 * scale, r1_interval=1)
+    constant.load_state_dict(scheduled.state_dict())
+    scheduled.num_d_steps.fill_(k)
+    constant.num_d_steps.fill_(k)
+    losses = []
+    for model in (scheduled, constant):
+        torch.manual_seed(1)
+        term = next(model.training_losses(x))
+        losses.append(term.loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert term.metrics["r1"].item() > 0  # the penalty is in the term, so the equality tests the scale
+    assert "gamma_scale" in term.metrics and term.metrics["gamma_scale"].item() == 1.0  # the constant model's
 
 
 def test_hinge_margins_and_minimax_saturation():
@@ -431,7 +464,8 @@ def test_few_step_run_of_each_loss(compose_cfg, mnist_root: Path, tmp_path: Path
 def test_resume_is_bit_identical(compose_cfg, mnist_root: Path, tmp_path: Path):
     """6 steps in one go == 3 steps, then the same command with max_steps=6 in the same run dir; with
     n_critic, lazy R1, spectral norm's power iterations and DiffAugment all carrying state or noise."""
-    extra = ["model.n_critic=2", "model.r1_gamma=1", "model.r1_interval=2", "model.diff_augment=[color,translation,cutout]"]
+    extra = ["model.n_critic=2", "model.r1_gamma=1", "model.r1_interval=2", "model.diff_augment=[color,translation,cutout]",
+             "model.gamma_decay_images=40", "model.gamma_final_ratio=0.1", "trainer.lr_decay_images=40", "trainer.lr_final_ratio=0.25"]
 
     def run(name: str, steps: int) -> dict:
         train(compose_cfg("train", gan_overrides(mnist_root, *extra, f"trainer.max_steps={steps}")), str(tmp_path / name))
@@ -453,6 +487,19 @@ def test_resume_is_bit_identical(compose_cfg, mnist_root: Path, tmp_path: Path):
     train(compose_cfg("train", gan_overrides(mnist_root, *extra, "trainer.max_steps=6", "seed=1")), str(tmp_path / "other"))
     other = load_checkpoint(tmp_path / "other")
     assert not torch.equal(other["model"]["G.main.0.weight"], full["model"]["G.main.0.weight"])
+
+
+def test_r3gan_learning_rate_follows_its_cosine_schedule(compose_cfg, mnist_root: Path, tmp_path: Path):
+    """model=r3gan with its decays shortened to 40 images: after 3 steps of batch 8 (24 images, no warm-up)
+    both networks' learning rate is optim.lr x cosine_decay(24, 0.25, 40), 2e-4 x 0.4273..."""
+    cfg = compose_cfg("train", gan_overrides(mnist_root, "model=r3gan", "trainer.max_steps=3", "trainer.lr_warmup_steps=0",
+                                             "model.gamma_decay_images=40", "trainer.lr_decay_images=40"))
+    assert cfg.optim.lr == 2e-4 and cfg.trainer.lr_final_ratio == 0.25 and cfg.model.gamma_final_ratio == 0.1
+    assert compose_cfg("train", ["model=r3gan"]).trainer.lr_decay_images == 20_000_000  # the paper's 20M images
+    train(cfg, str(tmp_path / "run"))
+    state = load_checkpoint(tmp_path / "run")
+    for name in ("d", "g"):
+        assert state["optimizers"][name]["param_groups"][0]["lr"] == pytest.approx(2e-4 * cosine_decay(24, 0.25, 40), rel=1e-9)
 
 
 @pytest.mark.parametrize("size", [16, 32])

@@ -1,7 +1,7 @@
 """The one training loop every family runs through.
 
 A family implements the contract of `genbench.models.base`; the Trainer does everything else:
-batches, backward and optimizer steps, learning-rate warm-up, gradient clipping, a finiteness check
+batches, backward and optimizer steps, learning-rate warm-up and decay, gradient clipping, a finiteness check
 before every optimizer step, EMA, logging to TensorBoard, sample grids from fixed noise, checkpoints,
 resume, and the budgets (steps, training seconds, training FLOPs). It counts steps, not epochs.
 
@@ -33,7 +33,7 @@ from genbench import distributed
 from genbench.compute import train_flops_per_image
 from genbench.data import ImageData, image_grid
 from genbench.ema import EMA, sigma_rel_to_gamma
-from genbench.models.base import GenerativeModel, OptimizerFactory
+from genbench.models.base import GenerativeModel, OptimizerFactory, cosine_decay
 from genbench.runtime import (machine_record, parse_duration, parse_flops, resolve_device, rng_state, seed_everything,
                               set_rng_state)
 from genbench.validate import check_choice, check_positive
@@ -116,6 +116,8 @@ class Trainer:
         ema_profiles: tuple[float, ...] | list[float] = (),
         grad_clip: float | None = 1.0,
         lr_warmup_steps: int = 0,
+        lr_decay_images: float | None = None,
+        lr_final_ratio: float = 1.0,
         log_every: int = 50,
         sample_every: int = 1000,
         num_grid_samples: int = 64,
@@ -140,6 +142,9 @@ class Trainer:
                             ("finite_check_every", finite_check_every)]:
             check_positive(f"trainer.{name}", value, allow_zero=True)
         check_positive("trainer.keep_checkpoints", keep_checkpoints)
+        if lr_decay_images is not None:
+            check_positive("trainer.lr_decay_images", lr_decay_images)
+        check_positive("trainer.lr_final_ratio", lr_final_ratio, allow_zero=True)
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"trainer.grad_clip={grad_clip} must be a positive gradient-norm bound, or null for no clipping")
         if not 0 <= ema_decay < 1:
@@ -156,7 +161,7 @@ class Trainer:
         self.precision, self.compile = precision, compile
         self.ema_decay, self.ema_warmup, self.ema_sigma_rel, self.grad_clip = ema_decay, ema_warmup, ema_sigma_rel, grad_clip
         self.ema_profiles = tuple(float(s) for s in ema_profiles)
-        self.lr_warmup_steps = lr_warmup_steps
+        self.lr_warmup_steps, self.lr_decay_images, self.lr_final_ratio = lr_warmup_steps, lr_decay_images, lr_final_ratio
         self.log_every, self.sample_every, self.num_grid_samples = log_every, sample_every, num_grid_samples
         self.checkpoint_every, self.keep_checkpoints, self.eval_every = checkpoint_every, keep_checkpoints, eval_every
         self.best_metric, self.finite_check_every = best_metric, finite_check_every
@@ -264,13 +269,14 @@ class Trainer:
             self.optimizers = model.optimizers(optimizer)
         except ValueError as e:  # torch.optim's "Invalid learning rate: -0.1"
             raise ValueError(f"optim: {e}; set optim.lr (and the other optim.* values) to valid numbers") from None
+        self.step, self.train_time, self.images_seen = 0, 0.0, 0
         warmup = max(self.lr_warmup_steps, 1)
-        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warmup))
-                           for k, o in self.optimizers.items()}
+        # optim.lr times a linear warm-up over the term's own steps and a cosine decay over the run's images
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / warmup) * cosine_decay(
+                               self.images_seen, self.lr_final_ratio, self.lr_decay_images)) for k, o in self.optimizers.items()}
         self.ema = EMA(model, self.ema_decay, self.ema_warmup, self.ema_sigma_rel, tuple(model.ema_skip))
         # power-function EMAs kept beside it for post-hoc selection (eval.ema=<sigma_rel>); named as weights_name does
         self.profiles = {f"{s:g}": EMA(model, sigma_rel=s, skip=tuple(model.ema_skip)) for s in self.ema_profiles}
-        self.step, self.train_time, self.images_seen = 0, 0.0, 0
         self.compute: dict[str, Any] = {"train_flops_per_image": None, "compile_s": 0.0}
         for stale in remove_stale_temporaries(checkpoint_dir(self.run_dir)):
             log.info("removed %s, left by a save that was killed", stale)
@@ -315,13 +321,13 @@ class Trainer:
                 # optimise: one backward and step per loss term, in the order the family yields them
                 model.train()
                 stepped = self._optimise(model, x, sums, counts)
-                for k in stepped:  # a term that did not run this step (n_critic) leaves its warm-up where it is
-                    self.schedulers[k].step()
                 # EMA
                 for ema in (self.ema, *self.profiles.values()):
                     ema.update(model, self.step)
                 self.step += 1
                 self.images_seen += len(idx)
+                for k in stepped:  # a term that did not run this step (n_critic) leaves its warm-up where it is
+                    self.schedulers[k].step()
                 t2 = time.perf_counter()
                 if self.compile and self.step == 1 and not resumed:  # the first compiled step is mostly compiling
                     self.compute["compile_s"] = t2 - t0

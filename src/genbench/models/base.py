@@ -12,6 +12,7 @@ A family is an ``nn.Module`` with three methods:
 from __future__ import annotations
 
 import itertools
+import math
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,17 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     numbers whatever device samples), then moved to ``device``."""
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
+def cosine_decay(images: float, final_ratio: float, horizon: float | None) -> float:
+    """The factor a scheduled hyperparameter is multiplied by after `images` training images: a half cosine
+    from 1 at 0 images to `final_ratio` at `horizon` images, then constant; 1 throughout when horizon is None.
+    R3GAN (Huang et al. 2025) decays its learning rate and its R1/R2 weight gamma this way over a budget of
+    images, which keeps a schedule's meaning when the batch size changes."""
+    if horizon is None:
+        return 1.0
+    progress = min(images / horizon, 1.0)
+    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass

@@ -15,7 +15,8 @@ Papers:
   arXiv:1801.04406: the R1 penalty (eq. 9), applied lazily as in Karras et al. 2020, arXiv:1912.04958, Sec. 3.1.
 - Huang, Gokaslan, Kuleshov & Tompkin 2025, "The GAN is dead; long live the GAN! A Modern Baseline GAN"
   (R3GAN), arXiv:2501.05441: the relativistic pairing loss (RpGAN, Jolicoeur-Martineau 2019,
-  arXiv:1807.00734) with zero-centred R1 and R2 penalties (their Sec. 2), Adam with beta1 = 0.
+  arXiv:1807.00734) with zero-centred R1 and R2 penalties (their Sec. 2), Adam with beta1 = 0, and gamma
+  and the learning rate decayed over a budget of images (base.cosine_decay; the Trainer's lr_decay_images).
 - Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule", arXiv:1706.08500: D's learning
   rate d_lr_ratio times G's (optim.lr).
 - Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training", arXiv:2006.10738
@@ -49,7 +50,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from torch.optim.swa_utils import update_bn
 
 from genbench.augment import Policy, check_policies, diff_augment
-from genbench.models.base import GenerativeModel, LossTerm, OptimizerFactory, randn
+from genbench.models.base import GenerativeModel, LossTerm, OptimizerFactory, cosine_decay, randn
 from genbench.validate import check_choice, check_positive
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,11 @@ def frozen(module: nn.Module):
             p.requires_grad_(flag)
 
 
+def world_size() -> int:
+    """Processes the global batch is split over (torchrun), 1 otherwise: x.shape[0] times it is the images per step."""
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+
+
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
     """Miyato et al. 2018: W / sigma(W) for every conv and linear weight, sigma by one power iteration
     per forward pass (torch's parametrization, which keeps u and v as buffers)."""
@@ -185,6 +191,8 @@ class GAN(GenerativeModel):
         r1_gamma: float = 0.0,
         r2_gamma: float = 0.0,
         r1_interval: int = 16,
+        gamma_decay_images: float | None = None,
+        gamma_final_ratio: float = 1.0,
         spectral_norm: bool = False,
         diff_augment: Sequence[Policy] = (),
         d_lr_ratio: float = 1.0,
@@ -201,7 +209,8 @@ class GAN(GenerativeModel):
         for name, value, zero_ok in [("latent_dim", latent_dim, False), ("n_critic", self.n_critic, False),
                                      ("gp_lambda", self.gp_lambda, True), ("r1_gamma", r1_gamma, True), ("r2_gamma", r2_gamma, True),
                                      ("r1_interval", r1_interval, False), ("standing_stats", standing_stats, True),
-                                     ("monitor_every", monitor_every, True), ("d_lr_ratio", d_lr_ratio, False)]:
+                                     ("monitor_every", monitor_every, True), ("d_lr_ratio", d_lr_ratio, False),
+                                     ("gamma_final_ratio", gamma_final_ratio, True)]:
             check_positive(f"model.{name}", value, allow_zero=zero_ok)
         if not 0 < max_accuracy <= 1:
             raise ValueError(f"model.max_accuracy={max_accuracy} must be in (0, 1], e.g. 0.99")
@@ -213,7 +222,10 @@ class GAN(GenerativeModel):
         if self.gp_lambda > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.D.modules()):
             log.warning("model.gp_lambda=%g with batch norm in D: the gradient penalty is per image and batch norm "
                         "mixes images (Gulrajani et al. Sec. 4 drop it); set model.discriminator.norm=none", self.gp_lambda)
+        if gamma_decay_images is not None:
+            check_positive("model.gamma_decay_images", gamma_decay_images)
         self.r1_gamma, self.r2_gamma, self.r1_interval, self.d_lr_ratio = r1_gamma, r2_gamma, r1_interval, d_lr_ratio
+        self.gamma_decay_images, self.gamma_final_ratio = gamma_decay_images, gamma_final_ratio
         self.standing_stats = standing_stats
         # D steps so far: picks the steps that train G (n_critic) and R1 (r1_interval); a buffer, so resume is exact
         self.register_buffer("num_d_steps", torch.zeros((), dtype=torch.long))
@@ -270,12 +282,15 @@ class GAN(GenerativeModel):
             loss_d = loss_d + self.gp_lambda * metrics["gp"]
         if self.objective.boundary is None:  # a critic: E[D(x)] - E[D(G(z))] estimates W_1 (Arjovsky et al. 2017)
             metrics["wasserstein"] = real.detach().mean() - fake.detach().mean()
+        if lazy_r1 or lazy_r2:  # R3GAN's schedule: gamma decays with the images D has seen (1 = constant)
+            decay = cosine_decay(step * x.shape[0] * world_size(), self.gamma_final_ratio, self.gamma_decay_images)
+            metrics["gamma_scale"] = torch.tensor(decay)
         if lazy_r1:  # Karras et al. 2020 Sec. 3.1: every r1_interval steps, weighted by the interval
             metrics["r1"] = r1_penalty(real, x_real)
-            loss_d = loss_d + 0.5 * self.r1_gamma * self.r1_interval * metrics["r1"]
+            loss_d = loss_d + 0.5 * decay * self.r1_gamma * self.r1_interval * metrics["r1"]
         if lazy_r2:  # the same penalty at the generated images (R3GAN), on the same steps
             metrics["r2"] = r1_penalty(fake, x_fake_d)
-            loss_d = loss_d + 0.5 * self.r2_gamma * self.r1_interval * metrics["r2"]
+            loss_d = loss_d + 0.5 * decay * self.r2_gamma * self.r1_interval * metrics["r2"]
         metrics = {k: v.detach() for k, v in metrics.items()}
         self.monitor.record("d_loss", loss_d, metrics.get("d_acc"))
         yield LossTerm("d_loss", loss_d, "d", metrics)
