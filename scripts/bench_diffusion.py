@@ -1,5 +1,5 @@
 """Equal-budget comparison on Fashion-MNIST: genbench's default diffusion model against two recipes
-built from diffusers (`pip install diffusers`, an optional benchmark dependency).
+built from diffusers (`pip install -e ".[bench]"`: diffusers, an optional benchmark dependency).
 
     python scripts/bench_diffusion.py --budget 600 --num-samples 2000   # ~45 min on a 2-core CPU
 

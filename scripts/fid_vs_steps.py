@@ -6,7 +6,8 @@ run's family unless --samplers names some.
     python scripts/fid_vs_steps.py outputs/<run> --samplers dpm_solver_3m dpm_solver_3m:logsnr --steps 10
 
 A diffusion sampler's name may end in :<spacing> (leading, trailing, linspace, karras, logsnr) to run it on
-another time grid than its default.
+another time grid than its default; a flow sampler's in :<shift> (e.g. flow_heun:3), Esser et al.'s warp of
+its grid (shift > 1 puts more steps at high noise, < 1 near the data).
 
 A step is one network evaluation for every sampler but Heun (two, one on its last step) and
 Adams-Bashforth 3 (one more in all);
@@ -52,7 +53,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50, 100, 1000])
     parser.add_argument("--samplers", nargs="+", default=None,
                         help=f"any of {', '.join([*SAMPLERS, *FLOW_SAMPLERS])}, a diffusion one with :<spacing> "
-                             "(e.g. dpm_solver_3m:logsnr); default: every sampler of the run's family")
+                             "(e.g. dpm_solver_3m:logsnr), a flow one with :<shift> (e.g. flow_heun:3); "
+                             "default: every sampler of the run's family")
     add_common_args(parser, "<run_dir>/fid_vs_steps", num_samples=1000)
     parser.add_argument("overrides", nargs="*", help="eval.* overrides of the protocol (default: conf/eval's)")
     args = parser.parse_intermixed_args()  # overrides may come before or after the options
@@ -64,11 +66,18 @@ def main() -> None:
     args.samplers = args.samplers or list(family)
     configs = {}
     for name in args.samplers:
-        base, _, spacing = name.partition(":")
-        if base not in family or (spacing and family is FLOW_SAMPLERS):
-            parser.error(f"--samplers {name}: this run takes {', '.join(family)}"
-                         + ("" if family is FLOW_SAMPLERS else ", each optionally with :<spacing>"))
-        configs[name] = {**family[base], **({"spacing": spacing} if spacing else {})}
+        base, _, grid = name.partition(":")
+        if base not in family:
+            parser.error(f"--samplers {name}: this run takes {', '.join(family)}, each optionally with "
+                         + (":<shift>" if family is FLOW_SAMPLERS else ":<spacing>"))
+        if grid and family is FLOW_SAMPLERS:
+            try:
+                grid_option = {"shift": float(grid)}
+            except ValueError:
+                parser.error(f"--samplers {name}: a flow sampler's suffix is its time shift, a number, e.g. {base}:3")
+        else:
+            grid_option = {"spacing": grid} if grid else {}
+        configs[name] = {**family[base], **grid_option}
     cells = []
     for name in args.samplers:
         for steps in args.steps:

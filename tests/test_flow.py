@@ -81,6 +81,20 @@ def test_logit_normal_moments(logit_mean, logit_std):
     assert t.var().item() == pytest.approx(var, rel=0.02)
 
 
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_logit_normal_with_a_uniform_share_has_the_mixture_cdf(p):
+    """P(t <= a) = (1 - p) Phi(logit a) + p a at (0, 1): the uniform share lifts the ends' mass (at a = 0.02 from
+    5e-5 to 0.004 at p = 0.2), and p = 0 is the plain logit-normal."""
+    torch.manual_seed(0)
+    n = 400_000
+    t = LogitNormal(0.0, 1.0, uniform_weight=p)(n, torch.device("cpu")).double()
+    for a in (0.02, 0.1, 0.5, 0.9):
+        cdf = (1 - p) * 0.5 * (1 + math.erf(math.log(a / (1 - a)) / math.sqrt(2))) + p * a
+        assert (t <= a).double().mean().item() == pytest.approx(cdf, abs=4 * math.sqrt(cdf * (1 - cdf) / n) + 1e-5)
+    with pytest.raises(ValueError, match=r"model\.time_sampling\.uniform_weight=1\.5 must be a probability in \[0, 1\]"):
+        LogitNormal(uniform_weight=1.5)
+
+
 def test_uniform_moments_and_bad_values():
     torch.manual_seed(0)
     t = Uniform()(200_000, torch.device("cpu")).double()

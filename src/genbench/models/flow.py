@@ -55,16 +55,26 @@ class TimeDistribution:
 class LogitNormal(TimeDistribution):
     """t = sigmoid(u), u ~ N(logit_mean, logit_std^2) (Esser et al. 2024, Sec. 3.1): weights the middle of
     the path, where the velocity is hardest to predict; logit_mean > 0 moves weight towards noise.
-    Their best setting is logit_mean = 0, logit_std = 1."""
+    Their best setting is logit_mean = 0, logit_std = 1. Its density vanishes at both ends (P(t < 0.05) is
+    0.16% at (0, 1)), so a sampler that evaluates the network there meets a barely trained network;
+    uniform_weight = p draws t ~ U(0, 1) instead with probability p, the density
+    (1 - p) logit-normal + p, which is at least p everywhere (p = 0: Esser et al.'s, the same draws)."""
 
     logit_mean: float = 0.0
     logit_std: float = 1.0
+    uniform_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_positive("model.time_sampling.logit_std", self.logit_std)
+        if not 0 <= self.uniform_weight <= 1:
+            raise ValueError(f"model.time_sampling.uniform_weight={self.uniform_weight} must be a probability in [0, 1], "
+                             "e.g. 0.1; 0 = logit-normal alone")
 
     def __call__(self, n: int, device: torch.device) -> torch.Tensor:
-        return torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, device=device))
+        t = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, device=device))
+        if self.uniform_weight > 0:
+            t = torch.where(torch.rand(n, device=device) < self.uniform_weight, torch.rand(n, device=device), t)
+        return t
 
 
 @dataclass
