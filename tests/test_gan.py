@@ -489,6 +489,20 @@ def test_resume_is_bit_identical(compose_cfg, mnist_root: Path, tmp_path: Path):
     assert not torch.equal(other["model"]["G.main.0.weight"], full["model"]["G.main.0.weight"])
 
 
+def test_bad_schedule_values_are_one_line_before_any_work(tmp_path: Path):
+    from genbench.trainer import Trainer
+
+    for kwargs, message in [({"lr_decay_images": 0}, r"trainer\.lr_decay_images=0 must be positive"),
+                            ({"lr_final_ratio": -0.5}, r"trainer\.lr_final_ratio=-0\.5 must be non-negative")]:
+        with pytest.raises(ValueError, match=message):
+            Trainer(tmp_path / "run", **kwargs)
+    for kwargs, message in [({"gamma_decay_images": -1}, r"model\.gamma_decay_images=-1 must be positive"),
+                            ({"gamma_final_ratio": -1.0}, r"model\.gamma_final_ratio=-1\.0 must be non-negative")]:
+        with pytest.raises(ValueError, match=message):
+            tiny_gan(**kwargs)
+    assert not (tmp_path / "run").exists()
+
+
 def test_r3gan_learning_rate_follows_its_cosine_schedule(compose_cfg, mnist_root: Path, tmp_path: Path):
     """model=r3gan with its decays shortened to 40 images: after 3 steps of batch 8 (24 images, no warm-up)
     both networks' learning rate is optim.lr x cosine_decay(24, 0.25, 40), 2e-4 x 0.4273..."""
