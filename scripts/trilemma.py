@@ -240,6 +240,7 @@ class RunSettings:
     max_time: float | None
     max_flops: float | None
     eval_every: int          # trainer.eval_every: an evaluation during training every N steps (0: none)
+    eval_growth: float       # trainer.eval_growth: 1, or the ratio of a geometric grid of evaluation steps
     during_samples: int      # eval.during_training.num_samples
     final_samples: int       # eval.num_samples, scored once at the end (0: eval.at_end=false or no eval)
 
@@ -259,7 +260,8 @@ class Estimate:
 def estimate(speed: Speed, run: RunSettings, done: Progress = Progress()) -> Estimate | None:
     """What is left of a job: the steps to its first budget (steps, training seconds, training FLOPs; each at
     the measured rate), those steps' training time, the evaluations during training that fall in them
-    (at multiples of eval_every, and at the last step) plus the final one, and one process start-up.
+    (on the Trainer's grid, genbench.trainer.eval_due, and at the last step) plus the final one, and one
+    process start-up.
     None when no budget can be converted to steps (a FLOP budget without a FLOP count)."""
     left = []
     if run.max_steps is not None:
@@ -273,8 +275,11 @@ def estimate(speed: Speed, run: RunSettings, done: Progress = Progress()) -> Est
     steps = max(min(left), 0)
     end = done.step + steps
     during = 0
-    if run.eval_every and steps:  # the Trainer evaluates when step % eval_every == 0, and at its last step
-        during = end // run.eval_every - done.step // run.eval_every + (1 if end % run.eval_every else 0)
+    if run.eval_every and steps:  # the Trainer evaluates on its grid, and at its last step
+        from genbench.trainer import eval_due
+
+        on_grid = sum(eval_due(s, run.eval_every, run.eval_growth) for s in range(done.step + 1, end + 1))
+        during = on_grid + (0 if eval_due(end, run.eval_every, run.eval_growth) else 1)
     per_image = speed.sample_s_per_image + speed.score_s_per_image
     eval_s = during * run.during_samples * per_image
     if run.final_samples:
@@ -306,7 +311,7 @@ def run_settings(cfg) -> RunSettings:
     has_eval = "eval" in cfg and cfg.eval is not None
     return RunSettings(
         max_steps=t.max_steps, max_time=parse_duration(t.max_time), max_flops=parse_flops(t.max_flops),
-        eval_every=int(t.eval_every or 0) if has_eval else 0,
+        eval_every=int(t.eval_every or 0) if has_eval else 0, eval_growth=float(t.get("eval_growth", 1.0)),
         during_samples=int(cfg.eval.during_training.num_samples) if has_eval else 0,
         final_samples=int(cfg.eval.num_samples) if has_eval and cfg.eval.at_end else 0)
 
@@ -516,7 +521,8 @@ and threads for {steps} steps, timed from TensorBoard's perf/train_time_s after 
 evaluation of {samples} samples; cached in {probes} per machine, threads and config). Per job:
   training   = steps to the first budget x measured s/step; the steps are the time budget / s/step (time budgets,
                whose training time is the budget itself) or the FLOPs left / the counted FLOPs per step (flop budgets)
-  evaluation = (eval.during_training.num_samples at each trainer.eval_every step + eval.num_samples at the end)
+  evaluation = (eval.during_training.num_samples at each step of the trainer.eval_every / eval_growth grid
+               + eval.num_samples at the end)
                x measured (sampling + scoring) s/image, + the probe's fixed cost of one full evaluation
   start-up   = the probe process's time outside training and evaluation (imports, data, FLOP count; an upper bound:
                a first probe also extracts the reference features, cached since)

@@ -92,7 +92,7 @@ def test_every_optimizer_is_a_partial(compose_cfg, optim):
 # ---- each config axis owns its values (#16) ------------------------------------------------------
 ADAM = (0.9, 0.999)
 DEFAULTS = {  # `genbench train model=X`: the values the README's benchmark numbers were made with
-    "diffusion": ({"model": ("Adam", 2e-3, ADAM, 0.0)}, 128, 1.0),
+    "diffusion": ({"model": ("Adam", 1e-3, ADAM, 0.0)}, 32, 1.0),
     "flow": ({"model": ("Adam", 1e-3, ADAM, 0.0)}, 32, 1.0),
     "gan": ({"d": ("Adam", 8e-4, (0.5, 0.999), 0.0), "g": ("Adam", 8e-4, (0.5, 0.999), 0.0)}, 64, None),
     "dcgan": ({"d": ("Adam", 2e-4, (0.5, 0.999), 0.0), "g": ("Adam", 2e-4, (0.5, 0.999), 0.0)}, 64, None),
@@ -132,13 +132,14 @@ def test_optim_lr_reaches_every_optimizer_of_every_family(compose_cfg, model):
 @pytest.mark.parametrize("trainer", options("trainer"))
 def test_family_presets_apply_with_every_trainer(compose_cfg, trainer):
     """#14: `model=gan trainer=gpu` keeps the GAN's batch 64 and no clipping (and a diffusion model its
-    lr 2e-3) whatever trainer= is; the trainer preset's own values stay; the command line wins."""
+    lr 1e-3 and batch 32) whatever trainer= is; the trainer preset's own values stay; the command line wins."""
     reference = compose_cfg("train", [f"trainer={trainer}"]).trainer
     gan = compose_cfg("train", ["model=gan", f"trainer={trainer}"])
     assert (gan.trainer.batch_size, gan.trainer.grad_clip, gan.optim.lr) == (64, None, 8e-4)
     assert {k: v for k, v in gan.trainer.items() if k not in ("batch_size", "grad_clip")} == \
         {k: v for k, v in reference.items() if k not in ("batch_size", "grad_clip")}
-    assert compose_cfg("train", [f"trainer={trainer}"]).optim.lr == 2e-3  # diffusion, the default model
+    diffusion = compose_cfg("train", [f"trainer={trainer}"])  # the default model
+    assert (diffusion.optim.lr, diffusion.trainer.batch_size) == (1e-3, 32)
     assert compose_cfg("train", ["model=gan", f"trainer={trainer}", "trainer.grad_clip=5"]).trainer.grad_clip == 5
 
 
@@ -237,3 +238,11 @@ def test_every_prediction_and_likelihood_option_builds_its_object(compose_cfg, g
 def test_verb_configs_compose(compose_cfg, verb):
     cfg = compose_cfg(verb, ["run_dir=/somewhere", "sampler=ddim"])
     assert cfg.run_dir == "/somewhere" and cfg.sampler._target_ == "genbench.samplers.DDIM"
+
+
+@pytest.mark.parametrize("model", ["diffusion", "flow"])
+def test_gpu_size_trains_the_unet_families_at_the_gpu_batch(compose_cfg, model):
+    """conf/family/ sizes batch 32 for a 2-core CPU; experiment=gpu (size=gpu) gives them trainer=gpu's 128."""
+    assert compose_cfg("train", [f"model={model}"]).trainer.batch_size == 32
+    cfg = compose_cfg("train", [f"model={model}", "experiment=gpu"])
+    assert (cfg.trainer.batch_size, cfg.optim.lr) == (compose_cfg("train", ["trainer=gpu", "model=vae"]).trainer.batch_size, 1e-3)

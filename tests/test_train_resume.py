@@ -124,6 +124,17 @@ def test_bad_trainer_values_name_the_key(compose_cfg, mnist_root: Path, tmp_path
     from hydra.errors import InstantiationException
 
     for override, key in [("trainer.batch_size=0", "trainer.batch_size"), ("trainer.precision=fp8", "trainer.precision"),
-                          ("optim.lr=-0.1", "optim.lr")]:
+                          ("optim.lr=-0.1", "optim.lr"), ("trainer.eval_growth=0.5", "trainer.eval_growth")]:
         with pytest.raises((ValueError, InstantiationException), match=key.replace(".", r"\.")):
             run(compose_cfg, tmp_path / "bad", mnist_root, override)
+
+
+def test_the_evaluation_grid_is_linear_or_geometric():
+    from genbench.trainer import eval_due
+
+    assert [s for s in range(1, 1001) if eval_due(s, 200)] == [200, 400, 600, 800, 1000]
+    # growth 1.5 from 200: round(200 * 1.5^k), the points an evenly spaced log axis needs
+    expected = sorted({round(200 * 1.5**k) for k in range(30)} & set(range(1, 100_001)))
+    assert expected[:5] == [200, 300, 450, 675, 1012]
+    assert [s for s in range(1, 100_001) if eval_due(s, 200, 1.5)] == expected
+    assert [s for s in range(1, 70) if eval_due(s, 1, 2.0)] == [1, 2, 4, 8, 16, 32, 64]

@@ -144,7 +144,7 @@ def test_the_plan_shows_each_state_and_an_eta_from_a_cached_probe(tmp_path, caps
 # ---- ETA arithmetic ------------------------------------------------------------------------------------------------
 SPEED = tri.Speed(s_per_step=0.5, flops_per_step=1e9, sample_s_per_image=0.01, score_s_per_image=0.002,
                   eval_fixed_s=10.0, startup_s=5.0)
-FLOPS_RUN = tri.RunSettings(max_steps=None, max_time=None, max_flops=1e12, eval_every=200, during_samples=1000,
+FLOPS_RUN = tri.RunSettings(max_steps=None, max_time=None, max_flops=1e12, eval_every=200, eval_growth=1.0, during_samples=1000,
                             final_samples=10000)
 
 
@@ -162,8 +162,16 @@ def test_eta_of_a_flop_budget_new_and_resumed():
     assert (spent.steps, spent.train_s, spent.eval_s) == (1000, 0.0, pytest.approx(130.0))  # only the final evaluation
 
 
+def test_eta_counts_the_evaluations_of_a_geometric_grid():
+    run = tri.RunSettings(**{**vars(FLOPS_RUN), "eval_growth": 2.0})
+    est = tri.estimate(SPEED, run)  # at 200, 400, 800 on the grid and the last step, 1000
+    assert est.eval_s == pytest.approx(4 * 12.0 + 130.0)
+    resumed = tri.estimate(SPEED, run, tri.Progress(step=400, train_time=200.0, train_flops=4e11))
+    assert resumed.eval_s == pytest.approx(2 * 12.0 + 130.0)  # 800 and 1000 are left
+
+
 def test_eta_of_a_time_budget_and_the_first_budget_wins():
-    time_run = tri.RunSettings(max_steps=None, max_time=600.0, max_flops=None, eval_every=200, during_samples=1000,
+    time_run = tri.RunSettings(max_steps=None, max_time=600.0, max_flops=None, eval_every=200, eval_growth=1.0, during_samples=1000,
                                final_samples=10000)
     speed = tri.Speed(**{**vars(SPEED), "s_per_step": 0.7})
     est = tri.estimate(speed, time_run)

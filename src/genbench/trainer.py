@@ -46,7 +46,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 # What a resumed run may change; every other key of the config must equal the checkpoint's.
 RESUME_MAY_CHANGE = ("trainer.max_steps", "trainer.max_time", "trainer.max_flops", "trainer.log_every",
                      "trainer.sample_every", "trainer.num_grid_samples", "trainer.checkpoint_every",
-                     "trainer.keep_checkpoints", "trainer.eval_every", "trainer.progress", "trainer.device",
+                     "trainer.keep_checkpoints", "trainer.eval_every", "trainer.eval_growth", "trainer.progress", "trainer.device",
                      "trainer.compile", "trainer.finite_check_every", "eval", "threads", "data.root", "data.download")
 
 
@@ -67,6 +67,18 @@ def preserved_rng():
         yield
     finally:
         set_rng_state(state)
+
+
+def eval_due(step: int, every: int, growth: float = 1.0) -> bool:
+    """Is `step` on the evaluation grid? growth 1: every `every` steps; growth g > 1: the geometric grid
+    round(every * g^k), k = 0, 1, ..., whose points lie evenly on a log compute axis (every=200, g=1.5:
+    200, 300, 450, 675, 1013, ...), so a FID-against-compute curve sees short budgets as well as long ones."""
+    if growth == 1:
+        return step % every == 0
+    if step < every:
+        return False
+    k = round(math.log(step / every) / math.log(growth))
+    return any(round(every * growth**j) == step for j in (k - 1, k, k + 1) if j >= 0)
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -124,6 +136,7 @@ class Trainer:
         checkpoint_every: int = 1000,
         keep_checkpoints: int = 3,
         eval_every: int = 0,
+        eval_growth: float = 1.0,
         best_metric: str | None = "fid",
         finite_check_every: int = 1,
         resume_may_change: tuple[str, ...] | list[str] = RESUME_MAY_CHANGE,
@@ -142,6 +155,9 @@ class Trainer:
                             ("finite_check_every", finite_check_every)]:
             check_positive(f"trainer.{name}", value, allow_zero=True)
         check_positive("trainer.keep_checkpoints", keep_checkpoints)
+        if not eval_growth >= 1:
+            raise ValueError(f"trainer.eval_growth={eval_growth} must be 1 (every trainer.eval_every steps) or more "
+                             "(a geometric grid, e.g. 1.5)")
         if lr_decay_images is not None:
             check_positive("trainer.lr_decay_images", lr_decay_images)
         check_positive("trainer.lr_final_ratio", lr_final_ratio, allow_zero=True)
@@ -164,6 +180,7 @@ class Trainer:
         self.lr_warmup_steps, self.lr_decay_images, self.lr_final_ratio = lr_warmup_steps, lr_decay_images, lr_final_ratio
         self.log_every, self.sample_every, self.num_grid_samples = log_every, sample_every, num_grid_samples
         self.checkpoint_every, self.keep_checkpoints, self.eval_every = checkpoint_every, keep_checkpoints, eval_every
+        self.eval_growth = float(eval_growth)
         self.best_metric, self.finite_check_every = best_metric, finite_check_every
         self.resume_may_change = tuple(resume_may_change)
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -352,7 +369,7 @@ class Trainer:
                     with preserved_rng():
                         self._write_grid(writer, grid_noise)
                 # evaluate (a cheaper protocol than the final one: its own tag group, eval_during/*)
-                if self.dist.is_main and eval_fn and due(self.eval_every):  # on rank 0; the others wait in DDP
+                if self.dist.is_main and eval_fn and self.eval_every and (last or eval_due(self.step, self.eval_every, self.eval_growth)):  # on rank 0; the others wait in DDP
                     with preserved_rng():
                         results = eval_fn(self.ema.module, self.step)
                     for k, v in results.items():
