@@ -27,6 +27,13 @@ seconds per image, an evaluation's fixed cost and the process start-up. Probes a
 <root>/probes.json, keyed by machine, threads and config, so a resumed sweep does not redo them.
 `--dry-run` prints the plan and exits (it probes what is not cached; --no-probe skips that).
 
+After the training jobs, FID against NFE: the finished runs of --nfe-families (diffusion) and --nfe-seeds (0)
+are evaluated again with each --nfe-samplers sampler (ddpm, ddim, dpm_solver: conf/sampler/) at each of
+--nfe-steps (10, 20, 50, 100), --nfe-samples (1,000) samples per cell, no likelihood or panels: `genbench eval
+run_dir=<run> sampler=<s> sampler.steps=<k> eval.num_samples=1000 ...`, one record each in the run's
+metrics.json beside its headline (a cell already recorded is skipped; never two cells of one run at once).
+`genbench compare` draws them as fid_vs_nfe.png. --nfe-samplers none skips the grid.
+
 Ctrl-C or SIGTERM is passed on to the running `genbench train` children (they checkpoint and exit 128+N): no
 further job starts, and the command exits 128+N too. Run the same command again to resume. A second Ctrl-C
 is passed on as well and stops a child at once, without its checkpoint, as it does for `genbench train`.
@@ -60,7 +67,8 @@ from genbench.validate import did_you_mean
 
 BudgetKind = Literal["flops", "time"]
 JobState = Literal["done", "resume", "new", "broken"]
-DEFAULTS = {"families": "gan,vae,diffusion", "seeds": "0,1,2", "budgets": "flops,time", "flops": "1.85e14", "time": "10m"}
+DEFAULTS = {"families": "gan,vae,diffusion", "seeds": "0,1,2", "budgets": "flops,time", "flops": "1.85e14", "time": "10m",
+            "nfe-samplers": "ddpm,ddim,dpm_solver", "nfe-steps": "10,20,50,100", "nfe-seeds": "0", "nfe-families": "diffusion"}
 # what the flags set: an override of these keys would fight them
 RESERVED = {"model": "--families", "seed": "--seeds", "threads": "--threads / --jobs", "hydra.run.dir": "--root",
             "trainer.max_time": "--budgets time --time", "trainer.max_flops": "--budgets flops --flops"}
@@ -151,22 +159,36 @@ def parse_budgets(budgets: str, flops: str, time_: str) -> list[Budget]:
     return out
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
     seeds = []
-    for item in split_list("--seeds", text):
+    for item in split_list(flag, text):
         if not item.isdigit():
-            raise UsageError(f"--seeds: {item!r} is not a non-negative integer; write e.g. --seeds 0,1,2")
+            raise UsageError(f"{flag}: {item!r} is not a non-negative integer; write e.g. {flag} {DEFAULTS[flag[2:]]}")
         seeds.append(int(item))
     return seeds
 
 
-def parse_families(text: str) -> list[str]:
+def parse_families(text: str, flag: str = "--families") -> list[str]:
     allowed = model_choices()
-    families = split_list("--families", text)
+    families = split_list(flag, text)
     for f in families:
         if f not in allowed:
-            raise UsageError(f"--families: {f!r} is not a model of conf/model/; one of: {', '.join(allowed)}{did_you_mean(f, allowed)}")
+            raise UsageError(f"{flag}: {f!r} is not a model of conf/model/; one of: {', '.join(allowed)}{did_you_mean(f, allowed)}")
     return families
+
+
+def parse_samplers(text: str) -> list[str]:
+    """--nfe-samplers: conf/sampler/ options (flow/heun, ...), or none."""
+    if text.strip() == "none":
+        return []
+    root = Path(CONF_DIR) / "sampler"
+    allowed = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    samplers = split_list("--nfe-samplers", text)
+    for s in samplers:
+        if s not in allowed:
+            raise UsageError(f"--nfe-samplers: {s!r} is not a sampler of conf/sampler/; one of: {', '.join(allowed)}, or none"
+                             f"{did_you_mean(s, allowed)}")
+    return samplers
 
 
 def check_extra(extra: list[str]) -> None:
@@ -526,6 +548,8 @@ evaluation of {samples} samples; cached in {probes} per machine, threads and con
                x measured (sampling + scoring) s/image, + the probe's fixed cost of one full evaluation
   start-up   = the probe process's time outside training and evaluation (imports, data, FLOP count; an upper bound:
                a first probe also extracts the reference features, cached since)
+  FID against NFE: per cell, --nfe-samples x (sampling s/image x steps / the probe sampler's steps + scoring
+               s/image) + one evaluation's fixed cost + a start-up
 Not counted: checkpoints and sample grids (seconds per run), and `genbench compare` at the end. Jobs side by side (--jobs > 1) share memory bandwidth,
 so each may run slower than its probe, which ran alone."""
 
@@ -548,12 +572,19 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads in all (default: the cores)")
     parser.add_argument("--probe-steps", type=int, default=20, help="training steps of each family's speed probe")
     parser.add_argument("--probe-samples", type=int, default=100, help="samples of each probe's evaluation")
+    parser.add_argument("--nfe-samplers", default=DEFAULTS["nfe-samplers"],
+                        help="FID against NFE: conf/sampler/ options evaluated on the finished runs of --nfe-families "
+                             "(none: no grid)")
+    parser.add_argument("--nfe-steps", default=DEFAULTS["nfe-steps"], help="FID against NFE: step counts of each sampler")
+    parser.add_argument("--nfe-seeds", default=DEFAULTS["nfe-seeds"], help="FID against NFE: the seeds whose runs get the grid")
+    parser.add_argument("--nfe-families", default=DEFAULTS["nfe-families"], help="FID against NFE: the families whose runs get it")
+    parser.add_argument("--nfe-samples", type=int, default=1000, help="FID against NFE: samples per cell")
     parser.add_argument("--no-probe", action="store_true", help="no probes: the ETA only where one is cached")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its ETA, then exit")
     parser.add_argument("--compare-only", action="store_true", help="only run `genbench compare` over finished jobs")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.eval_every=100")
     args = parser.parse_intermixed_args(argv)
-    for flag in ("jobs", "threads", "probe_steps", "probe_samples"):
+    for flag in ("jobs", "threads", "probe_steps", "probe_samples", "nfe_samples"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be at least 1")
     if args.probe_steps < 2:
@@ -561,19 +592,27 @@ def parse_args(argv: list[str] | None):
     if args.jobs > args.threads:
         raise UsageError(f"--jobs={args.jobs} exceeds --threads={args.threads}: each job needs a thread")
     check_extra(args.overrides)
+    args.nfe_samplers = parse_samplers(args.nfe_samplers)
+    args.nfe_steps = [int(k) for k in parse_seeds(args.nfe_steps, "--nfe-steps")]
+    if 0 in args.nfe_steps:
+        raise UsageError("--nfe-steps: 0 steps draws nothing; write e.g. --nfe-steps 10,20,50,100")
+    args.nfe_seeds = parse_seeds(args.nfe_seeds, "--nfe-seeds")
+    args.nfe_families = parse_families(args.nfe_families, "--nfe-families")
     return args, make_jobs(parse_families(args.families), parse_seeds(args.seeds),
                            parse_budgets(args.budgets, args.flops, args.time))
 
 
-def plan(args, jobs: list[Job], children: Children, threads: int) -> tuple[list[tuple[Job, State, Estimate | None]], list[str]]:
+def plan(args, jobs: list[Job], children: Children, threads: int):
     """Each job's state and estimate, probing each family whose jobs are not all done (unless cached or
-    --no-probe); returns the rows and the lines that describe the speeds."""
+    --no-probe); returns the rows, the lines that describe the speeds, and the FID-against-NFE cells still to
+    evaluate with each one's estimated seconds (None: no probe of its family)."""
     from genbench.validate import ConfigError
 
     states = {job: job_state(job.run_dir(args.root)) for job in jobs}
     settings: dict[tuple[str, Budget], RunSettings] = {}
     speeds: dict[str, tuple[Speed, dict]] = {}
     probes = load_probes(args.root)
+    default_steps: dict[str, int | None] = {}
     for job in jobs:
         if (job.family, job.budget) in settings:
             continue
@@ -585,6 +624,8 @@ def plan(args, jobs: list[Job], children: Children, threads: int) -> tuple[list[
         except Exception as e:  # what the preflight leaves to Hydra
             raise UsageError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         settings[(job.family, job.budget)] = run_settings(cfg)
+        sampler = cfg.model.get("sampler") if "model" in cfg else None
+        default_steps[job.family] = int(sampler.steps) if sampler is not None and sampler.get("steps") else None
         if job.family in speeds or all(states[j].kind == "done" for j in jobs if j.family == job.family):
             continue
         key, what = probe_key(cfg, threads, args.probe_steps, args.probe_samples)
@@ -610,10 +651,26 @@ def plan(args, jobs: list[Job], children: Children, threads: int) -> tuple[list[
         est = estimate(speed[0], settings[(job.family, job.budget)], state.progress) \
             if speed and state.kind in ("new", "resume") else None
         rows.append((job, state, est))
-    return rows, speed_lines(speeds)
+    cells = []
+    for job in jobs:
+        if job.family in args.nfe_families and job.seed in args.nfe_seeds and states[job].kind != "broken":
+            for sampler in args.nfe_samplers:
+                for k in args.nfe_steps:
+                    if not nfe_recorded(job.run_dir(args.root), sampler, k, args.nfe_samples):
+                        speed = speeds.get(job.family)
+                        cells.append((NfeCell(job, sampler, k), nfe_estimate(speed[0], default_steps[job.family], k, args.nfe_samples)
+                                      if speed else None))
+    return rows, speed_lines(speeds), cells
 
 
-def print_plan(args, rows, speed_text: list[str], threads: int) -> None:
+def nfe_estimate(speed: Speed, probe_steps: int | None, steps: int, samples: int) -> float:
+    """Seconds of one FID-against-NFE cell: sampling at the probe's rate scaled by steps / the probe sampler's
+    steps (network evaluations in proportion to steps), scoring, an evaluation's fixed cost and a start-up."""
+    scale = steps / probe_steps if probe_steps else 1.0
+    return samples * (speed.sample_s_per_image * scale + speed.score_s_per_image) + speed.eval_fixed_s + speed.startup_s
+
+
+def print_plan(args, rows, speed_text: list[str], threads: int, cells: list[tuple[NfeCell, float | None]] = ()) -> None:
     todo = [(j, s, e) for j, s, e in rows if s.kind in ("new", "resume")]
     budgets = list(dict.fromkeys(j.budget.name for j, _, _ in rows))
     families = list(dict.fromkeys(j.family for j, _, _ in rows))
@@ -623,18 +680,26 @@ def print_plan(args, rows, speed_text: list[str], threads: int) -> None:
     print(" ".join(["every job: genbench train experiment=trilemma model=<family> seed=<seed> <budget>", *args.overrides,
                     f"threads={threads} hydra.run.dir={args.root}/<budget>/<family>-seed<seed>"]))
     print("\n".join(plan_table(rows)))
+    if cells:
+        runs = list(dict.fromkeys(c.job.name for c, _ in cells))
+        print(f"then FID against NFE: {len(cells)} evaluation(s) of {args.nfe_samples} samples each "
+              f"({', '.join(args.nfe_samplers)} x {','.join(map(str, args.nfe_steps))} steps) on {', '.join(runs)}: "
+              f"genbench eval run_dir=<run> sampler=<sampler> sampler.steps=<steps> eval.num_samples={args.nfe_samples} ...")
     if speed_text:
         print("measured speeds on this machine:")
         print("\n".join(speed_text))
     unknown = sorted({j.family for j, s, e in todo if e is None})
     if todo and len(unknown) == len({j.family for j, _, _ in todo}):
         print(f"ETA: unknown: no probe of {', '.join(unknown)} (run without --no-probe to measure them)")
-    elif todo:
-        total = makespan([e.total_s for _, _, e in todo if e is not None], args.jobs)
+    elif todo or cells:
+        nfe_s = [t for _, t in cells if t is not None]
+        total = makespan([e.total_s for _, _, e in todo if e is not None], args.jobs) + makespan(nfe_s, args.jobs)
         parts = {k: sum(getattr(e, k) for _, _, e in todo if e is not None) for k in ("train_s", "eval_s", "startup_s")}
+        parts["eval_s"] += sum(nfe_s)
         finish = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=total)
         print(f"ETA: {fmt_s(total)} on this machine (done about {finish:%Y-%m-%d %H:%M} UTC): training {fmt_s(parts['train_s'])}"
-              f" + evaluation {fmt_s(parts['eval_s'])} + start-up {fmt_s(parts['startup_s'])}, summed over the jobs, "
+              f" + evaluation {fmt_s(parts['eval_s'])} (FID against NFE included) + start-up {fmt_s(parts['startup_s'])}, "
+              "summed over the jobs, "
               f"{args.jobs} at a time" + (f"; not included: {', '.join(unknown)} (no probe)" if unknown else ""))
         print(BASIS.format(steps=args.probe_steps, samples=args.probe_samples, probes=args.root / "probes.json"))
     else:
@@ -650,36 +715,122 @@ def stopped_by(status: int) -> signal.Signals | None:
         return None
 
 
-def run_jobs(args, rows, children: Children, threads: int) -> list[str]:
-    """Run the jobs that are not done, --jobs at a time; returns the names of those that failed."""
-    queue = [job for job, state, _ in rows if state.kind in ("new", "resume")]
-    failed, started = [], {}
-    total = len(queue)
+@dataclass(frozen=True)
+class Task:
+    """One child to run: `genbench <argv>` in run_dir (made when it starts), its console in log (None: this one's)."""
+    name: str
+    argv: list[str]
+    run_dir: Path
+    log: Path | None
+
+
+def run_queue(tasks: list[Task], children: Children, threads: int, jobs: int) -> list[str]:
+    """Run the tasks, `jobs` at a time but never two in one run_dir (both would write its metrics.json); returns
+    the names of those that failed. After a stop signal no task starts, and those running are waited for (they got
+    the signal)."""
+    failed, started, total = [], {}, len(tasks)
+    queue, running = list(tasks), {}
     while (queue or children.running) and not (children.stop_signal and not children.running):
-        while queue and len(children.running) < args.jobs and children.stop_signal is None:
-            job = queue.pop(0)
-            run_dir = job.run_dir(args.root)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            overrides = job.overrides(args.root, args.overrides, threads)
-            if args.jobs > 1:  # side by side: no progress bars, each job's console in its folder
-                overrides.insert(-2, "trainer.progress=false")
-            log = run_dir / "console.log" if args.jobs > 1 else None
-            started[job.name] = time.perf_counter()
-            print(f"[{total - len(queue)}/{total}] {job.name}: genbench train {' '.join(overrides)}"
-                  + (f" (console: {log})" if log else ""), flush=True)
-            children.start(job.name, genbench("train", *overrides), threads, log)
+        while len(children.running) < jobs and children.stop_signal is None:
+            task = next((t for t in queue if t.run_dir not in {r.run_dir for r in running.values()}), None)
+            if task is None:
+                break
+            queue.remove(task)
+            task.run_dir.mkdir(parents=True, exist_ok=True)
+            started[task.name], running[task.name] = time.perf_counter(), task
+            print(f"[{total - len(queue)}/{total}] {task.name}: genbench {' '.join(task.argv)}"
+                  + (f" (console: {task.log})" if task.log else ""), flush=True)
+            children.start(task.name, genbench(*task.argv), threads, task.log)
         for name, status in children.wait_one():
-            took = fmt_s(time.perf_counter() - started[name])
+            task, took = running.pop(name), fmt_s(time.perf_counter() - started[name])
             if status == 0:
                 print(f"{name}: finished in {took}", flush=True)
             elif children.stop_signal is not None and stopped_by(status) is not None:
-                print(f"{name}: stopped by {stopped_by(status).name} after {took}; re-run to resume it from its last checkpoint",
-                      flush=True)
+                print(f"{name}: stopped by {stopped_by(status).name} after {took}; re-run to resume it", flush=True)
             else:  # an error, or a signal from elsewhere (the OOM killer)
                 failed.append(name)
                 why = f"killed by {stopped_by(status).name}" if stopped_by(status) else f"exit {status}"
-                print(f"{name}: failed ({why}) after {took}; see {args.root / name / 'train.log'}", flush=True)
+                print(f"{name}: failed ({why}) after {took}; see {task.log or task.run_dir}", flush=True)
     return failed
+
+
+def run_jobs(args, rows, children: Children, threads: int) -> list[str]:
+    """Train the jobs that are not done, --jobs at a time (a killed one resumes from its last checkpoint);
+    returns the names of those that failed."""
+    tasks = []
+    for job, state, _ in rows:
+        if state.kind not in ("new", "resume"):
+            continue
+        run_dir = job.run_dir(args.root)
+        overrides = job.overrides(args.root, args.overrides, threads)
+        if args.jobs > 1:  # side by side: no progress bars, each job's console in its folder
+            overrides.insert(-2, "trainer.progress=false")
+        tasks.append(Task(job.name, ["train", *overrides], run_dir, run_dir / "console.log" if args.jobs > 1 else None))
+    return run_queue(tasks, children, threads, args.jobs)
+
+
+# ---- FID against NFE: other samplers and step counts on trained runs -------------------------------------------
+@dataclass(frozen=True)
+class NfeCell:
+    """One cell of a trained run's FID-against-NFE grid: `genbench eval` of its EMA weights with a conf/sampler/
+    option at a step count, on a smaller protocol (samples; no likelihood, panels or diagnostics). The record goes
+    into the run's metrics.json beside its headline; `genbench compare` draws fid_vs_nfe.png from them."""
+    job: Job
+    sampler: str  # a conf/sampler/ option: ddpm, ddim, dpm_solver, flow/heun, ...
+    steps: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.job.name} {self.sampler}:{self.steps}"
+
+    def overrides(self, root: Path, samples: int) -> list[str]:
+        """`genbench eval`'s command line (its threads come from OMP_NUM_THREADS, which Children.start sets)."""
+        return [f"run_dir={self.job.run_dir(root)}", f"sampler={self.sampler}", f"sampler.steps={self.steps}",
+                f"eval.num_samples={samples}", f"eval.metrics.kid_subset_size={min(samples, 1000)}",
+                "eval.likelihood_images=0", "eval.diagnostic_images=0", "eval.memorisation.panel=0"]
+
+
+def sampler_class(option: str) -> str:
+    """conf/sampler/<option>.yaml's class name, as a record's sampling.sampler names it (DDIM, DPMSolverPP2M, ...)."""
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.load(Path(CONF_DIR) / "sampler" / f"{option}.yaml")["_target_"]).rsplit(".", 1)[-1]
+
+
+def nfe_recorded(run_dir: Path, sampler: str, steps: int, samples: int) -> bool:
+    """Does the run hold a record of its headline's EMA weights sampled by `sampler` at `steps` steps, `samples` images?"""
+    from genbench.records import load_records
+
+    try:
+        headline, records = load_records(run_dir)
+    except (OSError, ValueError):
+        return False
+    step = (records.get(headline) or {}).get("checkpoint_step")
+    want = (sampler_class(sampler), steps, samples, step, True)
+    return any(((r.get("sampling") or {}).get("sampler"), (r.get("sampling") or {}).get("sampler_steps"),
+                r.get("num_generated"), r.get("checkpoint_step"), r.get("ema")) == want for r in records.values())
+
+
+def nfe_cells(args, jobs: list[Job]) -> list[NfeCell]:
+    """The grid's cells not yet recorded, on the finished runs of --nfe-families x --nfe-seeds."""
+    cells = []
+    for job in jobs:
+        if job.family not in args.nfe_families or job.seed not in args.nfe_seeds:
+            continue
+        if job_state(job.run_dir(args.root)).kind != "done":
+            continue
+        cells += [NfeCell(job, s, k) for s in args.nfe_samplers for k in args.nfe_steps
+                  if not nfe_recorded(job.run_dir(args.root), s, k, args.nfe_samples)]
+    return cells
+
+
+def run_nfe(args, jobs: list[Job], children: Children, threads: int) -> list[str]:
+    cells = nfe_cells(args, jobs)
+    if cells:
+        print(f"FID against NFE: {len(cells)} evaluation(s) of {args.nfe_samples} samples on finished runs", flush=True)
+    tasks = [Task(c.name, ["eval", *c.overrides(args.root, args.nfe_samples)], c.job.run_dir(args.root),
+                  c.job.run_dir(args.root) / "nfe.log") for c in cells]
+    return run_queue(tasks, children, threads, args.jobs)
 
 
 def compare(args, jobs: list[Job], children: Children) -> int:
@@ -711,15 +862,17 @@ def main(argv: list[str] | None = None) -> int:
             threads = max(1, args.threads // args.jobs)
             if args.compare_only:
                 return compare(args, jobs, children)
-            rows, speed_text = plan(args, jobs, children, threads)
+            rows, speed_text, cells = plan(args, jobs, children, threads)
         except UsageError as e:
             print(f"trilemma: error: {e}", file=sys.stderr)
             return 2
         if children.stop_signal is None:
-            print_plan(args, rows, speed_text, threads)
+            print_plan(args, rows, speed_text, threads, cells)
         failed = []
         if children.stop_signal is None and not args.dry_run:
             failed = run_jobs(args, rows, children, threads)
+            if children.stop_signal is None:
+                failed += run_nfe(args, jobs, children, threads)
         if children.stop_signal is not None:
             print(f"trilemma: stopped by {signal.Signals(children.stop_signal).name}; the same command resumes", flush=True)
             return 128 + children.stop_signal

@@ -78,6 +78,11 @@ def test_jobs_are_budgets_x_families_x_seeds_in_fixed_folders(tmp_path):
     (["model=vae"], "model is set by the script for each job; use --families"),
     (["trainer.max_flops=1e12"], "use --budgets flops --flops"),
     (["trainer.max_stepz=3"], "trainer.max_stepz is not a key of genbench train's config (did you mean trainer.max_steps?)"),
+    (["--nfe-samplers", "ddpm,ddmi"], "--nfe-samplers: 'ddmi' is not a sampler of conf/sampler/; one of: ddim, ddpm"),
+    (["--nfe-steps", "10,0"], "--nfe-steps: 0 steps draws nothing"),
+    (["--nfe-steps", "10,x"], "--nfe-steps: 'x' is not a non-negative integer; write e.g. --nfe-steps 10,20,50,100"),
+    (["--nfe-families", "difusion"], "--nfe-families: 'difusion' is not a model of conf/model/"),
+    (["--nfe-samples", "0"], "--nfe-samples=0 must be at least 1"),
 ])
 def test_bad_input_fails_in_one_line_before_any_work(tmp_path, capsys, argv, says):
     root = tmp_path / "sweep"
@@ -272,6 +277,66 @@ def test_a_failed_job_does_not_stop_the_others(tmp_path, fake_genbench, monkeypa
     with tri.Children() as children:
         assert tri.run_jobs(args, rows, children, threads=1) == ["time-5s/gan-seed0", "time-5s/vae-seed0"]
     assert "time-5s/gan-seed0: failed (exit 1)" in capsys.readouterr().out
+
+
+# ---- FID against NFE --------------------------------------------------------------------------------------------
+def nfe_record(run_dir: Path, sampler: str, steps: int, n: int = 1000, step: int = 40, ema: bool = True) -> None:
+    add_record(run_dir, {"metrics": {"fid": 50.0}, "checkpoint_step": step, "num_generated": n, "seed": 0, "ema": ema,
+                         "sampler": sampler, "nfe": steps, "sampling": {"sampler": sampler, "sampler_steps": steps},
+                         "protocol": {"id": "nfe"}})
+
+
+def test_the_nfe_grid_covers_finished_runs_of_its_families_and_seeds_and_skips_recorded_cells(tmp_path):
+    args, jobs = tri.parse_args(["--root", str(tmp_path), "--families", "gan,diffusion", "--seeds", "0,1", "--budgets",
+                                 "flops", "--flops", "1e9", "--nfe-samplers", "ddim,dpm_solver", "--nfe-steps", "10,20"])
+    assert (args.nfe_samplers, args.nfe_steps, args.nfe_seeds, args.nfe_families) == (["ddim", "dpm_solver"], [10, 20], [0], ["diffusion"])
+    run = tmp_path / "flops-1e9" / "diffusion-seed0"
+    assert tri.nfe_cells(args, jobs) == []  # not trained yet
+    fake_finished(run, step=40)
+    fake_finished(tmp_path / "flops-1e9" / "gan-seed0")  # another family
+    fake_finished(tmp_path / "flops-1e9" / "diffusion-seed1")  # another seed
+    nfe_record(run, "DDIM", 10)  # recorded: skipped
+    nfe_record(run, "DPMSolverPP2M", 20, n=500)  # another sample count: not this cell
+    nfe_record(run, "DPMSolverPP2M", 10, step=30)  # other weights
+    nfe_record(run, "DPMSolverPP2M", 10, ema=False)
+    cells = tri.nfe_cells(args, jobs)
+    assert [(c.job.name, c.sampler, c.steps) for c in cells] == [
+        ("flops-1e9/diffusion-seed0", "ddim", 20), ("flops-1e9/diffusion-seed0", "dpm_solver", 10),
+        ("flops-1e9/diffusion-seed0", "dpm_solver", 20)]
+    assert cells[0].overrides(tmp_path, 1000) == [
+        f"run_dir={run}", "sampler=ddim", "sampler.steps=20", "eval.num_samples=1000", "eval.metrics.kid_subset_size=1000",
+        "eval.likelihood_images=0", "eval.diagnostic_images=0", "eval.memorisation.panel=0"]
+    assert tri.sampler_class("dpm_solver") == "DPMSolverPP2M" and tri.sampler_class("flow/heun") == "FlowHeun"
+    assert tri.nfe_estimate(SPEED, 20, 50, 100) == pytest.approx(100 * (0.01 * 2.5 + 0.002) + 10.0 + 5.0)
+
+
+# a stand-in for `genbench eval`: stamps its start and end in run_dir, to show when it ran
+EVAL_CHILD = r"""
+import os, sys, time
+run_dir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("run_dir="))
+cell = "-".join(a.split("=", 1)[1] for a in sys.argv if a.startswith(("sampler=", "sampler.steps=")))
+with open(os.path.join(run_dir, "stamps"), "a") as f:
+    f.write(f"{cell} start {time.monotonic()}\n")
+time.sleep(0.3)
+with open(os.path.join(run_dir, "stamps"), "a") as f:
+    f.write(f"{cell} end {time.monotonic()}\n")
+"""
+
+
+def test_two_evaluations_of_one_run_never_overlap(tmp_path, monkeypatch):
+    monkeypatch.setattr(tri, "genbench", lambda verb, *args: [sys.executable, "-c", EVAL_CHILD, verb, *args])
+    jobs = [tri.Job(tri.Budget("flops", 1e9), "diffusion", s) for s in (0, 1)]
+    cells = [tri.NfeCell(j, "ddim", k) for j in jobs for k in (10, 20)]
+    tasks = [tri.Task(c.name, ["eval", *c.overrides(tmp_path, 10)], c.job.run_dir(tmp_path), None) for c in cells]
+    with tri.Children() as children:
+        assert tri.run_queue(tasks, children, threads=1, jobs=2) == []
+    spans = {}
+    for job in jobs:
+        lines = [line.split() for line in (job.run_dir(tmp_path) / "stamps").read_text().splitlines()]
+        assert [(cell, what) for cell, what, _ in lines] == [("ddim-10", "start"), ("ddim-10", "end"),
+                                                            ("ddim-20", "start"), ("ddim-20", "end")]  # one after the other
+        spans[job.seed] = (float(lines[0][2]), float(lines[-1][2]))
+    assert spans[1][0] < spans[0][1]  # the two runs' cells did run side by side
 
 
 # ---- end to end ---------------------------------------------------------------------------------------------------
