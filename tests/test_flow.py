@@ -132,6 +132,18 @@ def test_loss_of_the_exact_velocity_is_the_irreducible_error():
     assert term.loss.item() == pytest.approx(floor, rel=0.01)
 
 
+@pytest.mark.parametrize("t", [0.02, 0.5, 0.9])
+def test_velocity_error_at_a_fixed_time_is_the_irreducible_error_there(t):
+    """scripts/loss_by_time.py's quantity: at fixed t the exact velocity's error is Var(eps - x_0 | x_t)."""
+    torch.manual_seed(1)
+    mu, s = 0.2, 0.5
+    model = gaussian_flow(mu, torch.full((D,), s**2))
+    x_0 = mu + s * torch.randn(20_000, *SHAPE)
+    err = model.velocity_error(x_0, torch.randn_like(x_0), torch.full((len(x_0),), t))
+    assert err.shape == (20_000,)
+    assert err.mean().item() == pytest.approx(1 + s**2 - (t - (1 - t) * s**2) ** 2 / ((1 - t) ** 2 * s**2 + t**2), rel=0.02)
+
+
 # ---- the ODE solvers --------------------------------------------------------------------------
 def solve(sampler, mu: float, s: float, x_1: torch.Tensor) -> torch.Tensor:
     model = gaussian_flow(mu, torch.full((D,), s**2), sampler=sampler)

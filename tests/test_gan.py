@@ -223,14 +223,14 @@ def test_scheduled_gamma_equals_the_constant_gamma_it_has_decayed_to():
     constant.load_state_dict(scheduled.state_dict())
     scheduled.num_d_steps.fill_(k)
     constant.num_d_steps.fill_(k)
-    losses = []
+    terms = []
     for model in (scheduled, constant):
         torch.manual_seed(1)
-        term = next(model.training_losses(x))
-        losses.append(term.loss.item())
-    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
-    assert term.metrics["r1"].item() > 0  # the penalty is in the term, so the equality tests the scale
-    assert "gamma_scale" in term.metrics and term.metrics["gamma_scale"].item() == 1.0  # the constant model's
+        terms.append(next(model.training_losses(x)))
+    assert terms[0].loss.item() == pytest.approx(terms[1].loss.item(), rel=1e-6)
+    assert terms[1].metrics["r1"].item() > 0  # the penalty is in the term, so the equality tests the scale
+    assert terms[0].metrics["gamma_scale"].item() == pytest.approx(scale)
+    assert "gamma_scale" not in terms[1].metrics  # the constant model logs no schedule
 
 
 def test_hinge_margins_and_minimax_saturation():

@@ -124,14 +124,17 @@ class Flow(GenerativeModel):
         return self.net(x_t, t * TIME_SCALE).float()
 
     # ---- training ------------------------------------------------------------------------
+    def velocity_error(self, x_0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(N,) per-image mean of ||v_theta(x_t, t) - (eps - x_0)||^2 at x_t on the line (Lipman et al. eq. 9):
+        the loss the network is trained on, also what scripts/loss_by_time.py measures at fixed t."""
+        return (self.velocity(self.interpolate(x_0, eps, t), t) - (eps - x_0)).pow(2).mean(dim=(1, 2, 3))
+
     def training_losses(self, batch: torch.Tensor) -> Iterator[LossTerm]:
         """1. t from the time distribution, eps ~ N(0, I); 2. x_t on the line; 3. regress v_theta(x_t, t)
         on eps - x_0 (Lipman et al. eq. 9)."""
         x_0 = batch
         t = self.time_sampling(x_0.shape[0], x_0.device)
-        eps = torch.randn_like(x_0)
-        v = self.net(self.interpolate(x_0, eps, t), t * TIME_SCALE)
-        mse = (v.float() - (eps - x_0)).pow(2).mean(dim=(1, 2, 3))  # (N,)
+        mse = self.velocity_error(x_0, torch.randn_like(x_0), t)
         yield LossTerm("loss", mse.mean(), "model", {"mse": mse.mean().detach()})
 
     # ---- sampling ------------------------------------------------------------------------

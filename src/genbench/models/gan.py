@@ -284,7 +284,8 @@ class GAN(GenerativeModel):
             metrics["wasserstein"] = real.detach().mean() - fake.detach().mean()
         if lazy_r1 or lazy_r2:  # R3GAN's schedule: gamma decays with the images D has seen (1 = constant)
             decay = cosine_decay(step * x.shape[0] * world_size(), self.gamma_final_ratio, self.gamma_decay_images)
-            metrics["gamma_scale"] = torch.tensor(decay)
+            if self.gamma_decay_images is not None:  # logged only where there is a schedule
+                metrics["gamma_scale"] = torch.tensor(decay)
         if lazy_r1:  # Karras et al. 2020 Sec. 3.1: every r1_interval steps, weighted by the interval
             metrics["r1"] = r1_penalty(real, x_real)
             loss_d = loss_d + 0.5 * decay * self.r1_gamma * self.r1_interval * metrics["r1"]
