@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
+from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 CLASSES = {"gan": "GAN", "vae": "VAE", "diffusion": "Diffusion"}
@@ -45,11 +47,32 @@ def make_record(fid: float, precision: float = 0.5, recall: float = 0.5, bpd: di
     return record
 
 
+def panel_pixels(seed: int) -> np.ndarray:
+    """The fake memorisation panel of a run of `seed`: a (6, 12, 3) uint8 image, one color per seed."""
+    image = np.zeros((6, 12, 3), dtype=np.uint8)
+    image[..., 0], image[:, :6, 1] = 40 * (seed % 6), 255
+    return image
+
+
+def nfe_record(fid: float, sampler: str, nfe: int, pid: str = "p1k", num_samples: int = 1000, step: int = STEPS,
+               ema: bool = True, seed: int = 0, **settings) -> dict:
+    """A record beside the headline, as `genbench eval run_dir=R sampler=... sampler.steps=K eval.num_samples=N`
+    writes it: the same weights (unless step/ema say otherwise) re-sampled; `settings` are the sampler's own
+    (eta=1.0 -> sampling.sampler_eta)."""
+    record = make_record(fid, sampler=sampler, nfe=nfe, pid=pid, num_samples=num_samples)
+    record.update(checkpoint_step=step, step=step, ema=ema, seed=seed,
+                  sampling={"sampler": sampler, "nfe": nfe, "sampler_steps": nfe,
+                            **{f"sampler_{k}": v for k, v in settings.items()}})
+    return record
+
+
 def make_run(root: Path, name: str, family: str, seed: int, record: dict, overrides: list[str] = (), job_num: int = 0,
-             curve: dict[int, float] | None = None, extra_records: dict[str, dict] | None = None) -> Path:
+             curve: dict[int, float] | None = None, extra_records: dict[str, dict] | None = None,
+             panel: bool = True) -> Path:
     """A finished run folder holding `record` as its headline. tb/ holds what the Trainer logs (train/loss and
     perf/* every 2 steps; `curve` {step: FID} as eval_during/fid, or as eval/fid for a format-1 run) and the
-    final eval/* scalars, from a second writer as `genbench eval` writes them."""
+    final eval/* scalars, from a second writer as `genbench eval` writes them. `panel`: eval/memorisation.png,
+    panel_pixels(seed)."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     cfg = {"model": {"_target_": f"genbench.models.{family}.{CLASSES.get(family, family.title())}"}, "seed": seed,
@@ -58,6 +81,9 @@ def make_run(root: Path, name: str, family: str, seed: int, record: dict, overri
     (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {"model": family}},
                                                                          "job": {"num": job_num}}}))
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={family}", f"seed={seed}", *overrides]))
+    if panel:
+        (run / "eval").mkdir()
+        Image.fromarray(panel_pixels(seed)).save(run / "eval" / "memorisation.png")
     old = "protocol" not in record
     if old:
         (run / "metrics.json").write_text(json.dumps(record))

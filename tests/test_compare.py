@@ -87,6 +87,37 @@ def test_compute_columns(sweep: Path):
     assert "| C | 2 | DPMSolverPP2M | 51.0 ± 1.4 |" in md
 
 
+def test_total_cost_of_training_and_10000_images(sweep: Path):
+    """total PFLOPs = (train_flops + 10,000 x sample_flops_per_image) / 1e15; total s = train_time_s + 10,000 /
+    sampling img/s. GAN: 2e6 FLOPs x 64 images + 10,000 x 1e8; 10 + seed s + 10,000 / 1000 img/s. Diffusion:
+    1e6 x 64 + 10,000 x 4e9; 10 s + 10,000 / 10 img/s."""
+    from genbench.report.runs import COLUMNS, COST_IMAGES
+
+    assert COST_IMAGES == 10_000
+    table = {r["variant"]: r for r in rows(sweep / "compare.csv")}
+    gan, dif = table["gan"], table["diffusion"]
+    assert float(gan["total_pflops_mean"]) == pytest.approx((2e6 * STEPS * BATCH + 1e4 * 1e8) / 1e15)
+    assert float(gan["total_pflops_std"]) == 0.0 and gan["total_pflops_n"] == "3"
+    assert float(dif["total_pflops_mean"]) == pytest.approx((1e6 * STEPS * BATCH + 1e4 * 4e9) / 1e15)
+    assert float(gan["total_s_mean"]) == pytest.approx(21.0) and float(gan["total_s_std"]) == pytest.approx(1.0)
+    assert float(dif["total_s_mean"]) == pytest.approx(1010.0)
+    per_run = {r["run_dir"].rsplit("/", 1)[-1]: r for r in rows(sweep / "compare_runs.csv")}
+    assert float(per_run["2-gan-2"]["total_s"]) == pytest.approx(12.0 + 10.0)
+    assert float(per_run["2-gan-2"]["total_pflops"]) == pytest.approx(1.000128e-3)
+    md = (sweep / "compare.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| label | runs |"))
+    assert " total PFLOPs (training + 10,000 images) | total s (training + 10,000 images) |" in header
+    assert COLUMNS["total_s"] in header and "21.0 ± 1.0" in next(line for line in md.splitlines() if line.startswith("| A | 3 |"))
+
+
+def test_total_cost_is_unknown_where_a_part_is():
+    from genbench.report.runs import total_cost
+
+    assert total_cost(2e15, 1e11, 100.0, 50.0, images=10) == {"total_pflops": pytest.approx(2.001), "total_s": 100.2}
+    unknown = total_cost(math.nan, 1e9, 10.0, 0.0)  # no training FLOPs; no sampling speed measured
+    assert math.isnan(unknown["total_pflops"]) and math.isnan(unknown["total_s"])
+
+
 def test_runs_csv_matches_what_tensorboard_shows(sweep: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -129,11 +160,23 @@ def test_verdicts_state_test_and_seeds(sweep: Path):
 
 def test_plots_are_written(sweep: Path):
     md = (sweep / "compare.md").read_text()
-    for name in ("fid_vs_train_time.png", "fid_vs_train_flops.png", "fid_vs_sampling_speed.png", "precision_recall.png"):
+    for name in ("fid_vs_train_time.png", "fid_vs_train_flops.png", "fid_vs_sampling_speed.png", "precision_recall.png",
+                 "memorisation.png"):
         with Image.open(sweep / name) as image:
             assert image.format == "PNG" and image.width > 300 and image.height > 200
         assert f"]({name})" in md
     assert not (sweep / "samples.png").exists()  # --grid-samples 0
+    assert not (sweep / "fid_vs_nfe.png").exists()  # no run holds records at a second NFE
+    assert "No variant has records at two or more NFE" in md and (sweep / "fid_vs_nfe.csv").is_file()
+
+
+def test_variants_without_a_memorisation_panel_are_named(tmp_path: Path, no_plots, capsys):
+    make_run(tmp_path / "runs", "g", "gan", 0, make_record(10.0), panel=False)
+    compare(tmp_path / "runs", "-o", tmp_path / "out")
+    message = (f"variant A (gan): {tmp_path / 'runs' / 'g' / 'eval' / 'memorisation.png'} does not exist (evaluated "
+               "with eval.memorisation.enabled=false or panel=0, or before panels were saved); left out of memorisation.png")
+    assert message in capsys.readouterr().err
+    assert f"- {message}" in (tmp_path / "out" / "compare.md").read_text().split("## Skipped or suspect")[1]
 
 
 def test_fid_curves_against_time_and_flops(sweep: Path):

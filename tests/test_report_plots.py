@@ -12,22 +12,25 @@ import torch
 
 from genbench.report import plots
 from genbench.report.runs import group_variants, read_run
-from tests.report_fixtures import make_record, make_run
+from tests.report_fixtures import make_record, make_run, nfe_record, panel_pixels
 
 LONG = "/home/someone/experiments/2026-11-25/a-rather-long-folder-name-for-a-run-compared-by-path"
 
 
 @pytest.fixture(scope="module")
 def variants(tmp_path_factory):
-    """Eight variants whose names are long (overrides with paths), two seeds each."""
+    """Eight variants whose names are long (overrides with paths), two seeds each; the diffusion runs re-scored
+    with DDIM at NFE 10 and 50."""
     root = tmp_path_factory.mktemp("long")
     runs = []
     for i, family in enumerate(["gan", "vae", "diffusion", "gan", "vae", "diffusion", "gan", "vae"]):
         for seed in (0, 1):
             record = make_record(10.0 * (i + 1) + seed, precision=0.1 * (i % 8) + 0.05 * seed, recall=0.5,
                                  img_per_s=10.0 ** (i % 4), nfe=20 if family == "diffusion" else 1)
+            extra = {f"ddim{n}": nfe_record(100.0 / n + i + seed, "DDIM", n) for n in (10, 50)} if family == "diffusion" else {}
             runs.append(read_run(make_run(root, f"{i}-{seed}", family, seed, record, curve={2: 90.0, 4: 50.0},
-                                          overrides=[f"data.root={LONG}/{i}", f"model.network.base_channels={16 * (i + 1)}"])))
+                                          overrides=[f"data.root={LONG}/{i}", f"model.network.base_channels={16 * (i + 1)}"],
+                                          extra_records=extra)))
     found, _ = group_variants(runs)
     assert len(found) == 8 and all(len(v.name) > 100 for v in found)
     return found
@@ -68,7 +71,7 @@ def check_readable(fig) -> None:
             assert not lg.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
 
 
-@pytest.mark.parametrize("build", ["time", "flops", "speed", "precision_recall", "samples"])
+@pytest.mark.parametrize("build", ["time", "flops", "speed", "precision_recall", "samples", "memorisation"])
 def test_figures_with_long_names_do_not_overlap(variants, build, tmp_path: Path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "Tight layout not applied" and any other matplotlib warning fail here
@@ -76,13 +79,48 @@ def test_figures_with_long_names_do_not_overlap(variants, build, tmp_path: Path,
                "flops": lambda: plots.fid_vs_training(variants, "flops"),
                "speed": lambda: plots.summary_scatter(variants, "sampling_img_per_s", "fid"),
                "precision_recall": lambda: plots.summary_scatter(variants, "recall", "precision"),
-               "samples": lambda: plots.samples(variants, 4, 0, torch.device("cpu"))}[build]()
+               "samples": lambda: plots.samples(variants, 4, 0, torch.device("cpu")),
+               "memorisation": lambda: plots.memorisation(variants)}[build]()
         check_readable(fig)
         plots.save(fig, tmp_path / "f.png")
     assert capsys.readouterr().err == ""
     key = next(t for t in fig.texts if t.get_text().startswith("A: "))
     assert all(len(line) <= plots.KEY_WIDTH for line in key.get_text().splitlines())
     assert "data.root=" in key.get_text() and "H: vae" in key.get_text()  # every variant's full name is in the key
+
+
+def test_fid_vs_nfe_with_long_names_is_readable(variants, tmp_path: Path, capsys):
+    """Only the diffusion variants (C, F) have two NFE: only they are drawn and in the key."""
+    from genbench.report.nfe import nfe_table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plots.fid_vs_nfe(variants, nfe_table(variants))
+        check_readable(fig)
+        plots.save(fig, tmp_path / "f.png")
+    assert capsys.readouterr().err == ""
+    # one protocol: the labels need not name it, the title does
+    assert sorted(c.get_label() for c in fig.axes[0].containers) == ["C DDIM", "F DDIM"]
+    assert "protocol p1k: 1,000 samples" in fig.axes[0].get_title()
+    key = next(t for t in fig.texts if t.get_text().startswith("C: ")).get_text()
+    assert "F: diffusion" in key and "A: " not in key
+
+
+def test_memorisation_panel_shows_each_variants_lowest_seed_run(tmp_path: Path):
+    """Seeds 1 and 0 of a GAN (memorised 0.03 and 0.02), a VAE without panels: the GAN's panel is seed 0's,
+    titled with its fraction and the variant's mean ± std; the VAE is left out and named."""
+    runs = [read_run(make_run(tmp_path, "g1", "gan", 1, make_record(10.0, memorised=0.03))),
+            read_run(make_run(tmp_path, "g0", "gan", 0, make_record(12.0, memorised=0.02))),
+            read_run(make_run(tmp_path, "v0", "vae", 0, make_record(20.0), panel=False))]
+    found, _ = group_variants(runs)
+    panels, missing = plots.memorisation_runs(found)
+    assert panels == {"A": tmp_path / "g0" / "eval" / "memorisation.png"}
+    assert len(missing) == 1 and missing[0].startswith(f"variant B (vae): {tmp_path / 'v0' / 'eval' / 'memorisation.png'}")
+    fig = plots.memorisation(found)
+    (ax,) = fig.axes
+    assert (ax.images[0].get_array() == panel_pixels(0)).all() and not (panel_pixels(0) == panel_pixels(1)).all()
+    assert ax.get_title() == "A: seed 0, memorised 0.02\nover seeds 0.0250 ± 0.0071"
+    assert plots.memorisation(found[1:]) is None  # no variant with a panel: no figure
 
 
 def test_the_overlap_check_catches_a_legend_over_the_data(variants):
@@ -119,3 +157,7 @@ def test_samples_panel_draws_each_variant_from_its_checkpoint(tmp_path: Path, co
     assert not vae_ax.images and vae_ax.texts[0].get_text() == "no checkpoint"
     main([str(tmp_path / "runs"), "-o", str(tmp_path / "out"), "--grid-samples", "4"])
     assert (tmp_path / "out" / "samples.png").is_file()
+    # here, where genbench.protocol is loaded anyway (compare does not import it): the panel path is the protocol's
+    from genbench.protocol import EVAL_DIR
+
+    assert plots.MEMORISATION_PANEL == Path(EVAL_DIR) / "memorisation.png"

@@ -1,11 +1,15 @@
-"""`genbench compare SWEEP_DIR|RUN_DIR...`: one table, five plots and four verdicts from finished runs.
+"""`genbench compare SWEEP_DIR|RUN_DIR...`: one table, up to seven plots and four verdicts from finished runs.
 
 1. Find the runs (a sweep's missing jobs are named).
-2. Read each run's headline record, .hydra/ and tb/; a run that cannot be read is skipped, with the reason.
-3. Group the runs into variants (same overrides, protocol, sampler and NFE; seeds averaged).
-4. Check each run's record against its own tb/.
-5. Judge the trilemma's claims on the runs of the main protocol.
-6. Write compare.csv, compare_runs.csv, the PNG plots and compare.md.
+2. Read each run's headline record (and the records re-scoring its weights with other samplers), .hydra/ and
+   tb/; a run that cannot be read is skipped, with the reason.
+3. Group the runs into variants (same overrides, protocol, sampler and NFE; seeds averaged), with the total
+   cost of training plus generating 10,000 images.
+4. Check each run's record against its own tb/, and that it has a memorisation panel.
+5. Judge the trilemma's claims on the runs of the main protocol, and find where their FID-against-compute
+   curves cross (training FLOPs and seconds).
+6. FID against NFE from the records beside the headlines.
+7. Write compare.csv, compare_runs.csv, crossings.csv, fid_vs_nfe.csv, the PNG plots and compare.md.
 The parts live in genbench.report.
 """
 
@@ -15,15 +19,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from genbench.report import plots, runs, verdicts, writers
+from genbench.report import crossings, nfe, plots, runs, verdicts, writers
 from genbench.runtime import resolve_device
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="genbench compare", description="Compare finished runs: compare.md, compare.csv, compare_runs.csv and "
-        "PNG plots, one row per model variant, each number mean ± std over seeds, and a verdict on each claim of "
-        "the generative learning trilemma.")
+        "PNG plots, one row per model variant, each number mean ± std over seeds (total cost: training plus "
+        f"generating {runs.COST_IMAGES:,} images), and a verdict on each claim of the generative learning trilemma; "
+        "crossings.csv: where the FID-against-training-compute curves cross; fid_vs_nfe.csv/.png: FID against NFE "
+        "from records re-scoring a run's weights (genbench eval run_dir=RUN sampler=ddim sampler.steps=K ...); "
+        "memorisation.png: each variant's memorisation panel.")
     parser.add_argument("paths", nargs="+", help="sweep folders (multirun/<date>/<time>-<uid>) and/or run folders")
     parser.add_argument("-o", "--out", type=Path, help="output folder; default: the folder given, if one, else ./compare")
     parser.add_argument("--grid-samples", type=int, default=16, help="samples per variant in samples.png (0: no grid)")
@@ -52,23 +59,29 @@ def main(argv: list[str] | None = None) -> None:
     # 3. variants and their statistics
     variants, duplicates = runs.group_variants(found)
     problems += duplicates
-    # 4. each record against its own tb/
+    # 4. each record against its own tb/; each variant's memorisation panel
     problems += [p for r in found for p in runs.suspect(r)]
-    # 5. verdicts, on the protocol most runs share
+    problems += plots.memorisation_runs(variants)[1]
+    # 5. verdicts and crossings, on the protocol most runs share
     main_protocol = runs.main_protocol(variants)
-    judged = verdicts.verdicts([v for v in variants if v.protocol["id"] == main_protocol],
-                               runs.failures_by_family(failed))
-    # 6. files
+    main_variants = [v for v in variants if v.protocol["id"] == main_protocol]
+    judged = verdicts.verdicts(main_variants, runs.failures_by_family(failed))
+    pairs = crossings.compare_curves(main_variants, "flops") + crossings.compare_curves(main_variants, "seconds")
+    # 6. FID against NFE
+    nfe_rows = nfe.nfe_table(variants)
+    # 7. files
     try:
         out.mkdir(parents=True, exist_ok=True)
-        writers.write_csvs(variants, out)
-        written = plots.plot_all(variants, out, args.grid_samples, args.grid_seed, device)
-        writers.write_text(out / "compare.md", writers.markdown(variants, judged, main_protocol, problems, command, written))
+        writers.write_csvs(variants, out, pairs, nfe_rows)
+        written = plots.plot_all(variants, out, args.grid_samples, args.grid_seed, device, nfe_rows)
+        writers.write_text(out / "compare.md", writers.markdown(variants, judged, main_protocol, problems, command, written,
+                                                                pairs, nfe_rows))
     except OSError as e:  # an unwritable or full output folder
         print(f"genbench compare: error: cannot write into {out}: {str(e).splitlines()[0]}; pick another with -o",
               file=sys.stderr)
         raise SystemExit(2) from None
     for p in problems:
         print(f"genbench compare: warning: {p}", file=sys.stderr)
-    print(f"wrote {out / 'compare.md'}, compare.csv, compare_runs.csv and {len(written)} plots: {len(found)} runs, "
+    print(f"wrote {out / 'compare.md'}, compare.csv, compare_runs.csv, crossings.csv, fid_vs_nfe.csv and {len(written)} "
+          f"plots: {len(found)} runs, "
           f"{len(variants)} variants, {len(problems)} warnings")

@@ -17,13 +17,18 @@ from typing import Literal
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
+from genbench.report.nfe import NfeRow, plotted
 from genbench.report.runs import Variant
 from genbench.report.stats import pm
 
 PLOTS = {"fid_vs_train_time.png": "FID against training time", "fid_vs_train_flops.png": "FID against training FLOPs",
          "fid_vs_sampling_speed.png": "FID against sampling speed", "precision_recall.png": "precision against recall",
-         "samples.png": "samples from fixed noise"}
+         "samples.png": "samples from fixed noise", "fid_vs_nfe.png": "FID against NFE",
+         "memorisation.png": "closest samples beside their nearest training images"}
+MEMORISATION_PANEL = Path("eval") / "memorisation.png"  # in a run: its headline evaluation's panel (genbench.protocol.EVAL_DIR)
+LINESTYLES = ("-", "--", ":", "-.")
 KEY_WIDTH = 110  # characters per line of the key under a figure
 MARKERS = "os^Dv<>pXh"
 
@@ -150,6 +155,83 @@ def samples(variants: list[Variant], n: int, seed: int, device: torch.device) ->
     return fig
 
 
+def fid_vs_nfe(variants: list[Variant], rows: list[NfeRow]) -> Figure | None:
+    """FID against NFE (log x): one line per variant x sampler x protocol (never two protocols on a line;
+    color: variant and sampler, line style: protocol, marker: variant), for the variants with points at two
+    or more NFE (genbench.report.nfe); None when no variant has them."""
+    rows = plotted(rows)
+    if not rows:
+        return None
+    fig = new_figure()
+    ax = fig.add_subplot()
+    protocols = list(dict.fromkeys((r.protocol, r.num_samples) for r in rows))
+    colors = list(dict.fromkeys((r.label, r.sampler) for r in rows))
+    index = {v.label: i for i, v in enumerate(variants)}
+    lines: dict[tuple, list[NfeRow]] = {}
+    for r in rows:
+        lines.setdefault((r.label, r.sampler, r.protocol), []).append(r)
+    for (label, sampler, protocol), points in lines.items():
+        points.sort(key=lambda r: r.nfe)
+        ps = next(i for i, (pid, _) in enumerate(protocols) if pid == protocol)
+        ax.errorbar([r.nfe for r in points], [r.fid.mean for r in points], yerr=[np.nan_to_num(r.fid.std) for r in points],
+                    color=style(colors.index((label, sampler)))["color"], marker=MARKERS[index[label] % len(MARKERS)],
+                    ls=LINESTYLES[ps % len(LINESTYLES)], capsize=2, ms=4, lw=1,
+                    label=f"{label} {sampler}" + (f" [{protocol}]" if len(protocols) > 1 else ""))
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({r.nfe for r in rows}), [str(n) for n in sorted({r.nfe for r in rows})])
+    ax.xaxis.set_minor_locator(NullLocator())
+    log_if_wide(ax, [r.fid.mean for r in rows])
+    ax.set(xlabel="NFE (network evaluations per image, log)", ylabel="FID")
+    shown = [v for v in variants if v.label in {r.label for r in rows}]
+    scored = "; ".join(f"protocol {pid}: {n:,} samples" if n else f"protocol {pid}" for pid, n in protocols)
+    return finish(fig, ax, shown, f"FID against NFE, the same weights re-sampled\n{scored}\n"
+                  "mean ± std over seeds; one line per protocol")
+
+
+def memorisation_runs(variants: list[Variant]) -> tuple[dict[str, Path], list[str]]:
+    """{variant label: the memorisation panel of its lowest-seed run} and a warning for each variant without one."""
+    found, missing = {}, []
+    for v in variants:
+        run = min(v.runs, key=lambda r: r.seed)
+        if (run.path / MEMORISATION_PANEL).is_file():
+            found[v.label] = run.path / MEMORISATION_PANEL
+        else:
+            missing.append(f"variant {v.label} ({v.name}): {run.path / MEMORISATION_PANEL} does not exist (evaluated "
+                           "with eval.memorisation.enabled=false or panel=0, or before panels were saved); left out of "
+                           "memorisation.png")
+    return found, missing
+
+
+def memorisation(variants: list[Variant]) -> Figure | None:
+    """Each variant's memorisation panel (its lowest-seed run's: the closest samples, each beside its nearest
+    training image) side by side, titled with the variant's memorised fraction over seeds; None when no run
+    has a panel."""
+    from PIL import Image
+
+    found, _ = memorisation_runs(variants)
+    shown = [v for v in variants if v.label in found]
+    if not shown:
+        return None
+    images = {}
+    for v in shown:
+        with Image.open(found[v.label]) as image:
+            images[v.label] = np.asarray(image.convert("RGB"))  # (H, W, 3)
+    aspect = max(a.shape[0] / a.shape[1] for a in images.values())
+    cols = min(len(shown), 4)
+    rows = math.ceil(len(shown) / cols)
+    fig = new_figure(3.0 * cols + 0.4, (3.0 * aspect + 0.5) * rows + 0.6)
+    for i, v in enumerate(shown):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        run = min(v.runs, key=lambda r: r.seed)
+        ax.imshow(images[v.label], interpolation="nearest")
+        ax.set_title(f"{v.label}: seed {run.seed}, memorised {pm(run.values['memorised'], math.nan)}\n"
+                     f"over seeds {v.stats['memorised']}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("closest samples (left of each pair) beside their nearest training images", fontsize=10)
+    add_key(fig, shown)
+    return fig
+
+
 def save(fig: Figure, path: Path) -> None:
     """The PNG, with everything drawn inside the figure or around it (the key), written atomically."""
     from genbench.atomic import atomic_write
@@ -159,13 +241,16 @@ def save(fig: Figure, path: Path) -> None:
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def plot_all(variants: list[Variant], out: Path, grid_samples: int, grid_seed: int, device: torch.device) -> list[str]:
+def plot_all(variants: list[Variant], out: Path, grid_samples: int, grid_seed: int, device: torch.device,
+             nfe_rows: list[NfeRow] = ()) -> list[str]:
     """Write the figures into `out`; returns the file names written, in PLOTS order."""
     figures = {"fid_vs_train_time.png": fid_vs_training(variants, "time"),
                "fid_vs_train_flops.png": fid_vs_training(variants, "flops"),
                "fid_vs_sampling_speed.png": summary_scatter(variants, "sampling_img_per_s", "fid"),
                "precision_recall.png": summary_scatter(variants, "recall", "precision"),
-               "samples.png": samples(variants, grid_samples, grid_seed, device) if grid_samples else None}
+               "samples.png": samples(variants, grid_samples, grid_seed, device) if grid_samples else None,
+               "fid_vs_nfe.png": fid_vs_nfe(variants, list(nfe_rows)),
+               "memorisation.png": memorisation(variants)}
     for name, fig in figures.items():
         if fig is not None:
             save(fig, out / name)

@@ -10,6 +10,10 @@ A variant is the model choice plus the overrides whose values differ between the
 averaged together only when they also share the protocol id of their records (numbers under two protocols
 are not comparable) and the sampler and NFE that made their samples; where either differs among runs of
 one name, the variant's name says so.
+
+Total cost (issue 12: "training plus generating 10,000 images"): training FLOPs + COST_IMAGES x the record's
+sampling FLOPs per image, and training seconds + COST_IMAGES / the record's sampling img/s (measured while
+generating the scored samples, so machine-dependent like the training seconds). Unknown where either part is.
 """
 
 from __future__ import annotations
@@ -27,14 +31,19 @@ import yaml
 
 from genbench.records import METRICS_FILE, load_records
 from genbench.report.events import Point, Scalars, fid_during_training, read_scalars, value_at
+from genbench.report.nfe import NfePoint, sampler_points
 from genbench.report.stats import Stat, stat
+
+COST_IMAGES = 10_000  # the images generated in the total-cost columns (issue 12: "training plus generating 10,000 images")
 
 # The columns, in table order: key -> compare.md header. ↓ / ↑: lower / higher is better.
 COLUMNS = {
     "fid": "FID ↓", "is_mean": "IS ↑", "kid_mean": "KID ↓", "precision": "precision ↑", "recall": "recall ↑",
     "memorised": "memorised ↓", "nll_bpd": "NLL bits/dim ↓", "nfe": "NFE", "sample_gflops": "sampling GFLOPs/image",
     "sampling_img_per_s": "sampling img/s ↑", "train_time_s": "training s", "images_seen": "images seen",
-    "train_pflops": "training PFLOPs", "mfu": "MFU", "params": "parameters",
+    "train_pflops": "training PFLOPs", "mfu": "MFU",
+    "total_pflops": f"total PFLOPs (training + {COST_IMAGES:,} images)",
+    "total_s": f"total s (training + {COST_IMAGES:,} images)", "params": "parameters",
 }
 PLUMBING = {"seed", "model", "threads", "trainer.progress", "trainer.device", "eval.cache_dir"}  # never name a variant
 
@@ -62,6 +71,7 @@ class Run:
     curve_s: list[float]         # training seconds at each point of fid_curve
     curve_flops: list[float] | None  # training FLOPs at each point of fid_curve; None where unknown
     job_num: int | None = None
+    nfe_points: list[NfePoint] = field(default_factory=list)  # every record at the headline's weights (FID against NFE)
 
 
 @dataclass
@@ -201,6 +211,8 @@ def read_run(path: Path) -> Run:
         train_time_s=_number(training.get("train_time_s")), images_seen=_number(training.get("images_seen")),
         train_pflops=_number(compute.get("train_flops"), 1e15), mfu=_number(compute.get("mfu")),
         params=_number(training.get("parameters")))
+    values.update(total_cost(_number(compute.get("train_flops")), _number(compute.get("sample_flops_per_image")),
+                             values["train_time_s"], values["sampling_img_per_s"]))
     scalars = read_scalars(path / "tb")
     step = record.get("checkpoint_step", record.get("step"))
     curve = fid_during_training(scalars, step)
@@ -209,7 +221,15 @@ def read_run(path: Path) -> Run:
     return Run(path, choices.get("model") or overrides.get("model") or target.rsplit(".", 1)[-1].lower(),
                family_of(target), int(cfg.get("seed", 0)), overrides, headline, record, len(records) - 1,
                protocol_of(record), str(sampler or "—"), values, nll_bound,
-               scalars, curve, curve_s, curve_flops, job_num(path))
+               scalars, curve, curve_s, curve_flops, job_num(path), sampler_points(records, record))
+
+
+def total_cost(train_flops: float, sample_flops_per_image: float, train_s: float, img_per_s: float,
+               images: int = COST_IMAGES) -> dict[str, float]:
+    """Training plus generating `images` images: {"total_pflops": (train_flops + images x sample_flops_per_image)
+    / 1e15, "total_s": train_s + images / img_per_s}; nan where a part is unknown (nan)."""
+    seconds = train_s + images / img_per_s if img_per_s > 0 else math.nan
+    return {"total_pflops": (train_flops + images * sample_flops_per_image) / 1e15, "total_s": seconds}
 
 
 def training_axes(steps: list[int], scalars: Scalars, final_step: int | None, train_time_s: float,

@@ -1,4 +1,5 @@
-"""compare.csv (one row per variant), compare_runs.csv (one row per run) and compare.md."""
+"""compare.csv (one row per variant), compare_runs.csv (one row per run), crossings.csv (where the
+FID-against-compute curves cross), fid_vs_nfe.csv (FID against NFE) and compare.md."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import math
 from pathlib import Path
 
 from genbench.atomic import atomic_write
+from genbench.report import crossings
+from genbench.report.nfe import NfeRow, plotted
 from genbench.report.plots import PLOTS
-from genbench.report.runs import COLUMNS, METRICS_FILE, Run, Variant, flat, protocol_differences
+from genbench.report.runs import COLUMNS, COST_IMAGES, METRICS_FILE, Run, Variant, flat, protocol_differences
 from genbench.report.stats import pm
 from genbench.report.verdicts import RULES
 
@@ -28,7 +31,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     write_text(path, buffer.getvalue())
 
 
-def write_csvs(variants: list[Variant], out: Path) -> None:
+def write_csvs(variants: list[Variant], out: Path, pairs: list[crossings.Pair] = (), nfe_rows: list[NfeRow] = ()) -> None:
     write_csv(out / "compare.csv",
               ["label", "variant", "family", "protocol", "sampler", "runs", "seeds",
                *(f"{k}_{s}" for k in COLUMNS for s in ("mean", "std", "n"))],
@@ -38,6 +41,11 @@ def write_csvs(variants: list[Variant], out: Path) -> None:
               ["label", "variant", "family", "seed", "protocol", "record", "sampler", "run_dir", "nll_bound", *COLUMNS],
               [[v.label, v.name, r.family, r.seed, r.protocol["id"], r.headline, r.sampler, str(r.path), r.nll_bound or "",
                 *(r.values[k] for k in COLUMNS)] for v in variants for r in v.runs])
+    write_csv(out / "crossings.csv", crossings.CSV_HEADER, crossings.csv_rows(list(pairs)))
+    write_csv(out / "fid_vs_nfe.csv",
+              ["label", "variant", "sampler", "nfe", "protocol", "num_samples", "fid_mean", "fid_std", "seeds"],
+              [[r.label, r.variant, r.sampler, r.nfe, r.protocol, r.num_samples, r.fid.mean, r.fid.std,
+                " ".join(map(str, r.seeds))] for r in nfe_rows])
 
 
 def fmt(x: float) -> str:
@@ -60,8 +68,42 @@ def protocol_section(variants: list[Variant], main: str) -> list[str]:
               + " | ".join(str(values[i]) for values in diff.values()) + " |" for i, p in enumerate(protocols)), ""]
 
 
+def crossings_section(pairs: list[crossings.Pair], main: str) -> list[str]:
+    lines = ["## Where the curves cross", ""]
+    if not pairs:
+        return lines + [f"No two variants of protocol `{main}` have FID curves over a common range of training compute.", ""]
+    for axis in ("flops", "seconds"):
+        lines += [f"- {crossings.sentence(p)}" for p in pairs if p.axis == axis]
+    return lines + ["", f"From each variant's FID against {crossings.UNITS['flops']} and against {crossings.UNITS['seconds']} "
+                    "(the curves of fid_vs_train_flops.png and fid_vs_train_time.png: the evaluations during training "
+                    "plus the full protocol at the end, protocol `" + main + "` only). Seeds are averaged at common "
+                    "points (each seed interpolated linearly in log10 x inside the range every seed covers); a "
+                    "crossing is where the difference of two variants' mean curves, linear in log10 x between "
+                    "neighbouring points, changes sign. Lower FID is ahead. A crossing of means inside the seeds' "
+                    "spread is not a resolved one, and the last stretch of each curve joins a small-protocol FID to "
+                    "the full protocol's. Every crossing: crossings.csv.", ""]
+
+
+def nfe_section(rows: list[NfeRow]) -> list[str]:
+    lines = ["## FID against NFE", ""]
+    shown = plotted(rows)
+    if not shown:
+        return lines + ["No variant has records at two or more NFE. Re-score a run's weights with other samplers and "
+                        "step counts, e.g. `genbench eval run_dir=RUN sampler=ddim sampler.steps=10 eval.num_samples=1000 "
+                        "eval.likelihood_images=0`, and compare again.", ""]
+    lines += ["| label | sampler | protocol | samples | NFE | FID ↓ | seeds |", "|---|---|---|---:|---:|---:|---|",
+              *(f"| {r.label} | {r.sampler} | `{r.protocol}` | {r.num_samples or '—'} | {r.nfe} | {r.fid} | "
+                f"{', '.join(map(str, r.seeds))} |" for r in shown), "",
+              "Every record of each run made from its headline's weights (same checkpoint step and ema), re-sampled "
+              "with other samplers and NFE (`genbench eval run_dir=RUN sampler=... sampler.steps=K`). A line of "
+              "fid_vs_nfe.png is one variant, sampler and protocol: FIDs of different protocols (sample counts) are "
+              "never joined. Each FID: mean ± std over the seeds listed. All points, variants with one NFE "
+              "included: fid_vs_nfe.csv.", ""]
+    return lines
+
+
 def markdown(variants: list[Variant], verdicts: list[str], main: str, problems: list[str], command: str,
-             plots: list[str]) -> str:
+             plots: list[str], pairs: list[crossings.Pair] = (), nfe_rows: list[NfeRow] = ()) -> str:
     runs: list[Run] = [r for v in variants for r in v.runs]
     bounds = sorted({f"{r.family}: {r.nll_bound}" for r in runs if r.nll_bound})
     lines = [
@@ -86,13 +128,20 @@ def markdown(variants: list[Variant], verdicts: list[str], main: str, problems: 
         "generating one image at that NFE; sampling img/s: measured while generating the scored samples. Training s: "
         "the Trainer's training time; training PFLOPs: FLOPs of every training step (all loss terms, forward and "
         "backward); MFU: achieved training FLOP/s over the machine's measured peak. Parameters: every trained "
-        "network (a GAN's discriminator included).", "",
+        "network (a GAN's discriminator included). Total PFLOPs and total s: the cost of training plus generating "
+        f"{COST_IMAGES:,} images (training FLOPs + {COST_IMAGES:,} x sampling FLOPs/image; training seconds + "
+        f"{COST_IMAGES:,} / sampling img/s, on the machine each run was measured on).", "",
         *protocol_section(variants, main),
         "## Verdicts", "", *(f"- {v}" for v in verdicts), "", RULES, "",
+        *crossings_section(list(pairs), main),
+        *nfe_section(list(nfe_rows)),
     ]
     if plots:
         lines += ["## Plots", "", "The plots name variants by their labels (the key is under each figure).", "",
                   *(f"![{PLOTS[p]}]({p})" for p in plots), ""]
+        if "memorisation.png" in plots:
+            lines += ["memorisation.png: each variant's lowest-seed run's memorisation panel (its headline evaluation's "
+                      "RUN/eval/memorisation.png), titled with that run's memorised fraction and the variant's over seeds.", ""]
     lines += ["## Runs", "",
               "| label | seed | sampler | NFE | FID | precision | recall | training s | training PFLOPs | MFU "
               "| images seen | record | run |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
