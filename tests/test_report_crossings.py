@@ -143,7 +143,33 @@ def test_compare_writes_the_crossing_of_seed_means(tmp_path: Path, monkeypatch):
     assert math.isclose(x, 4.19e7, rel_tol=1e-3)
 
 
-def test_variants_without_a_common_range_or_flops_are_left_out(tmp_path: Path):
+def test_variants_measured_over_no_common_range_are_named_not_compared(tmp_path: Path):
+    """A GAN evaluated at steps 2 and 4 of 8 (FLOPs 1.6e7 to 6.4e7) and a VAE at 4e6 FLOPs per image with no
+    evaluation during training (only its end, 2.56e8): nothing to compare, and the sentence says why."""
+    from genbench.report.crossings import compare_curves
+
+    runs = [read_run(make_run(tmp_path, "a", "gan", 0, make_record(10.0), curve={2: 40.0, 4: 30.0})),
+            read_run(make_run(tmp_path, "b", "vae", 0, make_record(20.0, flops_per_image=4e6)))]
+    variants, _ = group_variants(runs)
+    (pair,) = compare_curves(variants, "flops")
+    assert pair.result is None and pair.spans == ((2 * BATCH * 1e6, 8 * BATCH * 1e6), (8 * BATCH * 4e6, 8 * BATCH * 4e6))
+    assert sentence(pair) == ("gan (A) and vae (B) were measured over no common range of training FLOPs (A: 1.6e+07 "
+                              "to 6.4e+07; B: 2.56e+08 to 2.56e+08): not compared")
+    assert csv_rows([pair]) == []
+
+
+def test_a_variant_whose_seeds_share_no_range_has_no_curve(tmp_path: Path):
+    """Two seeds with only their final FID, after 10 s and 12 s of training: no range both cover, no mean curve."""
+    from genbench.report.crossings import compare_curves, without_curve
+
+    runs = [read_run(make_run(tmp_path, f"v{seed}", "vae", seed, make_record(20.0, train_time=10.0 + 2 * seed)))
+            for seed in (0, 1)] + [read_run(make_run(tmp_path, "g", "gan", 0, make_record(10.0), curve={4: 30.0}))]
+    variants, _ = group_variants(runs)
+    assert [v.label for v in without_curve(variants, "seconds")] == ["A"] and without_curve(variants, "flops") == []
+    assert [(p.a.label, p.b.label) for p in compare_curves(variants, "seconds")] == []
+
+
+def test_a_variant_without_training_flops_has_no_pair_on_that_axis(tmp_path: Path):
     """A run without training FLOPs has no FLOPs curve: no pair against it on that axis, still one on seconds."""
     from genbench.report.crossings import compare_curves
 

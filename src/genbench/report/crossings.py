@@ -113,18 +113,28 @@ class Pair:
     axis: Axis
     a: Variant
     b: Variant
-    result: Crossings
+    result: Crossings | None       # None: the two curves share no range
+    spans: tuple[tuple[float, float], tuple[float, float]] = ((math.nan, math.nan), (math.nan, math.nan))  # a's, b's
+
+
+def variant_curves(variants: list[Variant], axis: Axis) -> dict[str, Curve]:
+    """{label: the variant's mean curve (step 2)}; empty arrays where no run has a point on `axis` or its seeds
+    share no range."""
+    return {v.label: mean_curve([c for r in v.runs if len((c := run_curve(r, axis))[0])]) for v in variants}
+
+
+def without_curve(variants: list[Variant], axis: Axis) -> list[Variant]:
+    """The variants that have no mean curve on `axis`, so no pair."""
+    curves = variant_curves(variants, axis)
+    return [v for v in variants if not len(curves[v.label][0])]
 
 
 def compare_curves(variants: list[Variant], axis: Axis) -> list[Pair]:
-    """Every pair of variants whose mean curves share a range, in variant order."""
-    curves = {v.label: mean_curve([c for r in v.runs if len((c := run_curve(r, axis))[0])]) for v in variants}
-    out = []
-    for a, b in itertools.combinations(variants, 2):
-        result = crossings(curves[a.label], curves[b.label])
-        if result is not None:
-            out.append(Pair(axis, a, b, result))
-    return out
+    """Every pair of variants that both have a curve on `axis`, in variant order."""
+    curves = variant_curves(variants, axis)
+    span = lambda v: (float(curves[v.label][0][0]), float(curves[v.label][0][-1]))  # noqa: E731
+    return [Pair(axis, a, b, crossings(curves[a.label], curves[b.label]), (span(a), span(b)))
+            for a, b in itertools.combinations(variants, 2) if len(curves[a.label][0]) and len(curves[b.label][0])]
 
 
 def number(x: float) -> str:
@@ -135,6 +145,10 @@ def sentence(pair: Pair) -> str:
     """'gan (A) is ahead below 4e+12 training FLOPs, vae (B) above' and the like."""
     c, unit = pair.result, UNITS[pair.axis]
     who = {"a": f"{pair.a.name} ({pair.a.label})", "b": f"{pair.b.name} ({pair.b.label})", "tie": "neither"}
+    if c is None:
+        (a0, a1), (b0, b1) = pair.spans
+        return (f"{who['a']} and {who['b']} were measured over no common range of {unit} ({pair.a.label}: "
+                f"{number(a0)} to {number(a1)}; {pair.b.label}: {number(b0)} to {number(b1)}): not compared")
     span = f"at {number(c.lo)}" if c.lo == c.hi else f"from {number(c.lo)} to {number(c.hi)}"
     if not c.at:
         if c.ahead == ("tie",):
@@ -151,11 +165,13 @@ def sentence(pair: Pair) -> str:
 
 def csv_rows(pairs: list[Pair]) -> list[list]:
     """crossings.csv: one row per crossing (ahead below it, ahead above it), and one per pair that never crosses
-    (crossing empty, the same variant on both sides)."""
+    (crossing empty, the same variant on both sides); pairs measured over no common range have none."""
     label = lambda p, side: "tie" if side == "tie" else getattr(p, side).label  # noqa: E731
     rows = []
     for p in pairs:
         c = p.result
+        if c is None:
+            continue
         head = [p.axis, p.a.label, p.a.name, p.b.label, p.b.name, c.lo, c.hi]
         if not c.at:
             rows.append([*head, "", label(p, c.ahead[0]), label(p, c.ahead[0])])

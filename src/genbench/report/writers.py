@@ -68,12 +68,17 @@ def protocol_section(variants: list[Variant], main: str) -> list[str]:
               + " | ".join(str(values[i]) for values in diff.values()) + " |" for i, p in enumerate(protocols)), ""]
 
 
-def crossings_section(pairs: list[crossings.Pair], main: str) -> list[str]:
+def crossings_section(pairs: list[crossings.Pair], variants: list[Variant], main: str) -> list[str]:
     lines = ["## Where the curves cross", ""]
     if not pairs:
-        return lines + [f"No two variants of protocol `{main}` have FID curves over a common range of training compute.", ""]
+        lines += [f"No two variants of protocol `{main}` both have a FID curve against training compute.", ""]
     for axis in ("flops", "seconds"):
         lines += [f"- {crossings.sentence(p)}" for p in pairs if p.axis == axis]
+        lines += [f"- {v.name} ({v.label}) has no curve against {crossings.UNITS[axis]}: no run recorded them, or its "
+                  "seeds were measured over no common range (e.g. no evaluation during training)"
+                  for v in crossings.without_curve([v for v in variants if v.protocol["id"] == main], axis)]
+    if not pairs:
+        return lines + [""]
     return lines + ["", f"From each variant's FID against {crossings.UNITS['flops']} and against {crossings.UNITS['seconds']} "
                     "(the curves of fid_vs_train_flops.png and fid_vs_train_time.png: the evaluations during training "
                     "plus the full protocol at the end, protocol `" + main + "` only). Seeds are averaged at common "
@@ -133,7 +138,7 @@ def markdown(variants: list[Variant], verdicts: list[str], main: str, problems: 
         f"{COST_IMAGES:,} / sampling img/s, on the machine each run was measured on).", "",
         *protocol_section(variants, main),
         "## Verdicts", "", *(f"- {v}" for v in verdicts), "", RULES, "",
-        *crossings_section(list(pairs), main),
+        *crossings_section(list(pairs), variants, main),
         *nfe_section(list(nfe_rows)),
     ]
     if plots:
