@@ -108,6 +108,8 @@ def test_total_cost_of_training_and_10000_images(sweep: Path):
     header = next(line for line in md.splitlines() if line.startswith("| label | runs |"))
     assert " total PFLOPs (training + 10,000 images) | total s (training + 10,000 images) |" in header
     assert COLUMNS["total_s"] in header and "21.0 ± 1.0" in next(line for line in md.splitlines() if line.startswith("| A | 3 |"))
+    run_line = next(line for line in md.splitlines() if line.startswith("| A | 2 |"))  # seed 2 in the Runs table
+    assert "| 0.02 | 0.001 | 22 | 64 |" in run_line  # MFU, total PFLOPs (4 significant digits), total s, images seen
 
 
 def test_total_cost_is_unknown_where_a_part_is():

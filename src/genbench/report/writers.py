@@ -149,10 +149,12 @@ def markdown(variants: list[Variant], verdicts: list[str], main: str, problems: 
                       "RUN/eval/memorisation.png), titled with that run's memorised fraction and the variant's over seeds.", ""]
     lines += ["## Runs", "",
               "| label | seed | sampler | NFE | FID | precision | recall | training s | training PFLOPs | MFU "
-              "| images seen | record | run |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+              f"| total PFLOPs ({COST_IMAGES:,} images) | total s ({COST_IMAGES:,} images) | images seen | record | run |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
               *(f"| {v.label} | {r.seed} | {r.sampler} | {fmt(r.values['nfe'])} | {fmt(r.values['fid'])} | "
                 f"{fmt(r.values['precision'])} | {fmt(r.values['recall'])} | {fmt(r.values['train_time_s'])} | "
-                f"{fmt(r.values['train_pflops'])} | {fmt(r.values['mfu'])} | {pm(r.values['images_seen'], math.nan)} | "
+                f"{fmt(r.values['train_pflops'])} | {fmt(r.values['mfu'])} | {fmt(r.values['total_pflops'])} | "
+                f"{fmt(r.values['total_s'])} | {pm(r.values['images_seen'], math.nan)} | "
                 f"{r.headline}{f' (+{r.other_records} more)' if r.other_records else ''} | {r.path} |"
                 for v in variants for r in v.runs), "",
               f"Each run's numbers are those of the headline record of its {METRICS_FILE} (`record`; a re-evaluation "
