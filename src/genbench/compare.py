@@ -4,7 +4,7 @@
 2. Read each run's headline record (and the records re-scoring its weights with other samplers), .hydra/ and
    tb/; a run that cannot be read is skipped, with the reason.
 3. Group the runs into variants (same overrides, protocol, sampler and NFE; seeds averaged), with the total
-   cost of training plus generating 10,000 images.
+   cost of training plus generating runs.COST_IMAGES (10,000) images.
 4. Check each run's record against its own tb/, and that it has a memorisation panel.
 5. Judge the trilemma's claims on the runs of the main protocol, and find where their FID-against-compute
    curves cross (training FLOPs and seconds).
