@@ -33,8 +33,8 @@ train: install
 
 # The trilemma sweep (scripts/trilemma.py): gan,vae,diffusion x seeds 0,1,2 x equal training FLOPs (1.85e14) and
 # equal training time (10m), each run in outputs/trilemma/<budget>/<family>-seed<seed>, then `genbench compare`
-# per budget into outputs/trilemma/compare_<budget>/. It prints each job's state and an ETA for this machine first;
-# re-run it after a Ctrl-C to resume (finished jobs are skipped). `make trilemma ARGS="--dry-run"` shows the plan only;
+# per budget into outputs/trilemma/compare_<budget>/, after FID against NFE on seed 0's diffusion runs. It prints
+# each job's state and an ETA for this machine first; re-run it after a Ctrl-C to resume (finished jobs are skipped). `make trilemma ARGS="--dry-run"` shows the plan only;
 # `make trilemma ARGS="--help"` lists the flags (--families, --seeds, --budgets, --flops, --time, --jobs, ...).
 trilemma: install
 	$(BIN)/python scripts/trilemma.py $(ARGS)
