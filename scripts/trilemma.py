@@ -626,11 +626,12 @@ def plan(args, jobs: list[Job], children: Children, threads: int):
         settings[(job.family, job.budget)] = run_settings(cfg)
         sampler = cfg.model.get("sampler") if "model" in cfg else None
         default_steps[job.family] = int(sampler.steps) if sampler is not None and sampler.get("steps") else None
-        if job.family in speeds or all(states[j].kind == "done" for j in jobs if j.family == job.family):
+        if job.family in speeds:
             continue
         key, what = probe_key(cfg, threads, args.probe_steps, args.probe_samples)
-        entry = probes.get(key)
-        if entry is None and not args.no_probe and children.stop_signal is None:
+        entry = probes.get(key)  # a cached probe serves a family whose jobs are done too (its FID-against-NFE cells)
+        all_done = all(states[j].kind == "done" for j in jobs if j.family == job.family)
+        if entry is None and not all_done and not args.no_probe and children.stop_signal is None:
             run_dir = args.root / "probes" / f"{job.family}-{key}"
             print(f"probing {job.family}: {args.probe_steps} training steps and an evaluation of {args.probe_samples} "
                   f"samples ({threads} thread(s); output in {run_dir}.log) ...", flush=True)
@@ -688,8 +689,8 @@ def print_plan(args, rows, speed_text: list[str], threads: int, cells: list[tupl
     if speed_text:
         print("measured speeds on this machine:")
         print("\n".join(speed_text))
-    unknown = sorted({j.family for j, s, e in todo if e is None})
-    if todo and len(unknown) == len({j.family for j, _, _ in todo}):
+    unknown = sorted({j.family for j, s, e in todo if e is None} | {c.job.family for c, t in cells if t is None})
+    if (todo or cells) and not any(e for _, _, e in todo) and not any(t for _, t in cells):
         print(f"ETA: unknown: no probe of {', '.join(unknown)} (run without --no-probe to measure them)")
     elif todo or cells:
         nfe_s = [t for _, t in cells if t is not None]
