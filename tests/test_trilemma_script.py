@@ -146,6 +146,23 @@ def test_the_plan_shows_each_state_and_an_eta_from_a_cached_probe(tmp_path, caps
     assert not (root / "flops-1e9" / "vae-seed0").exists()  # --dry-run starts nothing
 
 
+def test_a_cached_probe_prices_the_nfe_cells_of_finished_runs(tmp_path, capsys):
+    root, extra = tmp_path / "sweep", [*TINY, f"data.root={tmp_path / 'data'}"]
+    fake_finished(root / "flops-1e9" / "vae-seed0", step=40)
+    job = tri.Job(tri.Budget("flops", 1e9), "vae", 0)
+    key, settings = tri.probe_key(tri.compose(job.overrides(root, extra, threads=1)), threads=1, probe_steps=20, probe_samples=100)
+    speed = tri.Speed(s_per_step=0.01, flops_per_step=1e7, sample_s_per_image=0.001, score_s_per_image=0.001,
+                      eval_fixed_s=2.0, startup_s=5.0)
+    tri.save_probe(root, key, {"family": "vae", "measured": "2026-01-01T00:00+00:00", "speed": vars(speed), "settings": settings})
+    argv = ["--root", str(root), "--families", "vae", "--seeds", "0", "--budgets", "flops", "--flops", "1e9", "--threads", "1",
+            "--nfe-families", "vae", "--nfe-samplers", "ddim", "--nfe-steps", "10,20", "--nfe-samples", "10", "--dry-run", *extra]
+    assert tri.main(argv) == 0
+    out = capsys.readouterr().out
+    # the job is done, so nothing is probed; each cell: 10 x (1 + 1) ms + 2 s fixed + 5 s start-up
+    assert "then FID against NFE: 2 evaluation(s) of 10 samples each (ddim x 10,20 steps) on flops-1e9/vae-seed0" in out
+    assert "ETA: 14s on this machine" in out and "probing" not in out
+
+
 # ---- ETA arithmetic ------------------------------------------------------------------------------------------------
 SPEED = tri.Speed(s_per_step=0.5, flops_per_step=1e9, sample_s_per_image=0.01, score_s_per_image=0.002,
                   eval_fixed_s=10.0, startup_s=5.0)
