@@ -652,15 +652,9 @@ def plan(args, jobs: list[Job], children: Children, threads: int):
         est = estimate(speed[0], settings[(job.family, job.budget)], state.progress) \
             if speed and state.kind in ("new", "resume") else None
         rows.append((job, state, est))
-    cells = []
-    for job in jobs:
-        if job.family in args.nfe_families and job.seed in args.nfe_seeds and states[job].kind != "broken":
-            for sampler in args.nfe_samplers:
-                for k in args.nfe_steps:
-                    if not nfe_recorded(job.run_dir(args.root), sampler, k, args.nfe_samples):
-                        speed = speeds.get(job.family)
-                        cells.append((NfeCell(job, sampler, k), nfe_estimate(speed[0], default_steps[job.family], k, args.nfe_samples)
-                                      if speed else None))
+    cells = [(c, nfe_estimate(speeds[c.job.family][0], default_steps[c.job.family], c.steps, args.nfe_samples)
+              if c.job.family in speeds else None)
+             for c in nfe_cells(args, [j for j in jobs if states[j].kind != "broken"], trained=False)]
     return rows, speed_lines(speeds), cells
 
 
@@ -812,13 +806,14 @@ def nfe_recorded(run_dir: Path, sampler: str, steps: int, samples: int) -> bool:
                 r.get("num_generated"), r.get("checkpoint_step"), r.get("ema")) == want for r in records.values())
 
 
-def nfe_cells(args, jobs: list[Job]) -> list[NfeCell]:
-    """The grid's cells not yet recorded, on the finished runs of --nfe-families x --nfe-seeds."""
+def nfe_cells(args, jobs: list[Job], trained: bool = True) -> list[NfeCell]:
+    """The grid's cells not yet recorded, on the runs of --nfe-families x --nfe-seeds among `jobs`: the finished
+    ones (trained=True, what can be evaluated now), or all of them (False, what the plan counts)."""
     cells = []
     for job in jobs:
         if job.family not in args.nfe_families or job.seed not in args.nfe_seeds:
             continue
-        if job_state(job.run_dir(args.root)).kind != "done":
+        if trained and job_state(job.run_dir(args.root)).kind != "done":
             continue
         cells += [NfeCell(job, s, k) for s in args.nfe_samplers for k in args.nfe_steps
                   if not nfe_recorded(job.run_dir(args.root), s, k, args.nfe_samples)]
