@@ -72,7 +72,7 @@ def preserved_rng():
 def eval_due(step: int, every: int, growth: float = 1.0) -> bool:
     """Is `step` on the evaluation grid? growth 1: every `every` steps; growth g > 1: the geometric grid
     round(every * g^k), k = 0, 1, ..., whose points lie evenly on a log compute axis (every=200, g=1.5:
-    200, 300, 450, 675, 1013, ...), so a FID-against-compute curve sees short budgets as well as long ones."""
+    200, 300, 450, 675, 1012, ...), so a FID-against-compute curve sees short budgets as well as long ones."""
     if growth == 1:
         return step % every == 0
     if step < every:
@@ -369,7 +369,8 @@ class Trainer:
                     with preserved_rng():
                         self._write_grid(writer, grid_noise)
                 # evaluate (a cheaper protocol than the final one: its own tag group, eval_during/*)
-                if self.dist.is_main and eval_fn and self.eval_every and (last or eval_due(self.step, self.eval_every, self.eval_growth)):  # on rank 0; the others wait in DDP
+                on_grid = self.eval_every and (last or eval_due(self.step, self.eval_every, self.eval_growth))
+                if self.dist.is_main and eval_fn and on_grid:  # on rank 0; the others wait in DDP
                     with preserved_rng():
                         results = eval_fn(self.ema.module, self.step)
                     for k, v in results.items():
