@@ -183,7 +183,7 @@ def fid_vs_nfe(variants: list[Variant], rows: list[NfeRow]) -> Figure | None:
     log_if_wide(ax, [r.fid.mean for r in rows])
     ax.set(xlabel="NFE (network evaluations per image, log)", ylabel="FID")
     shown = [v for v in variants if v.label in {r.label for r in rows}]
-    scored = "; ".join(f"protocol {pid}: {n:,} samples" if n else f"protocol {pid}" for pid, n in protocols)
+    scored = "\n".join(f"protocol {pid}: {n:,} samples" if n else f"protocol {pid}" for pid, n in protocols)  # one a line: the title stays narrow
     return finish(fig, ax, shown, f"FID against NFE, the same weights re-sampled\n{scored}\n"
                   "mean ± std over seeds; one line per protocol")
 
