@@ -33,11 +33,12 @@ train: install
 
 # The trilemma sweep (scripts/trilemma.py): gan,vae,diffusion x seeds 0,1,2 x equal training FLOPs (1.85e14) and
 # equal training time (10m), each run in outputs/trilemma/<budget>/<family>-seed<seed>, then `genbench compare`
-# per budget into outputs/trilemma/compare_<budget>/, after FID against NFE on seed 0's diffusion runs. It prints
+# per budget into outputs/trilemma/compare_<budget>/, after FID against NFE on seed 0's diffusion runs; each finished
+# run's record (no weights) is kept in docs/trilemma/runs/<budget>/<family>-seed<seed>, where it counts as done. It prints
 # each job's state and an ETA for this machine first; re-run it after a Ctrl-C to resume (finished jobs are skipped). `make trilemma ARGS="--dry-run"` shows the plan only;
 # `make trilemma ARGS="--help"` lists the flags (--families, --seeds, --budgets, --flops, --time, --jobs, ...).
 trilemma: install
-	$(BIN)/python scripts/trilemma.py $(ARGS)
+	$(BIN)/python scripts/trilemma.py --archive docs/trilemma/runs $(ARGS)
 
 # One pytest worker per core (pytest-xdist): the default suite takes about a minute on 2 cores.
 # `make test ARGS="-n 0 tests/test_cli.py"` runs one file in this process.

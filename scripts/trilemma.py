@@ -39,6 +39,13 @@ further job starts, and the command exits 128+N too. Run the same command again 
 is passed on as well and stops a child at once, without its checkpoint, as it does for `genbench train`.
 At the end (and with --compare-only) `genbench compare` writes <root>/compare_<budget>/ (compare.md,
 compare.csv, plots, verdicts) over each budget's finished jobs.
+
+--archive DIR keeps each job's record once it is scored, in DIR/<budget>/<family>-seed<S>: .hydra/, metrics.json
+(with its FID-against-NFE records), tb/'s scalars, the memorisation panel and samples from compare's fixed noise,
+but no weights (genbench.report.archive), small enough for git. A job archived there counts as done even where
+its run folder is gone, and compare reads the archive in its place: a sweep longer than one machine's lease goes
+on from the runs kept, on another machine. `make trilemma` archives into docs/trilemma/runs, and
+`genbench compare docs/trilemma/runs/<budget> -o docs/trilemma/<budget>` remakes the README's comparison from it.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Callable, Literal, get_args
 
 from genbench import CONF_DIR
 from genbench.atomic import atomic_write
@@ -66,7 +73,7 @@ from genbench.runtime import parse_duration, parse_flops
 from genbench.validate import did_you_mean
 
 BudgetKind = Literal["flops", "time"]
-JobState = Literal["done", "resume", "new", "broken"]
+JobState = Literal["done", "archived", "resume", "new", "broken"]
 DEFAULTS = {"families": "gan,vae,diffusion", "seeds": "0,1,2", "budgets": "flops,time", "flops": "1.85e14", "time": "10m",
             "nfe-samplers": "ddpm,ddim,dpm_solver", "nfe-steps": "10,20,50,100", "nfe-seeds": "0", "nfe-families": "diffusion"}
 # what the flags set: an override of these keys would fight them
@@ -110,6 +117,13 @@ class Job:
 
     def run_dir(self, root: Path) -> Path:
         return root / self.budget.name / f"{self.family}-seed{self.seed}"
+
+    def where(self, root: Path, archive: Path | None) -> Path:
+        """The folder compare reads: the run itself while it is here and scored, else its archived copy."""
+        live = self.run_dir(root)
+        if archive is None or job_state(live).kind == "done":
+            return live
+        return live if archived_state(self.run_dir(archive)) is None else self.run_dir(archive)
 
     def overrides(self, root: Path, extra: list[str], threads: int) -> list[str]:
         """`genbench train`'s command line; the budget comes last, so nothing in `extra` can move it."""
@@ -214,6 +228,29 @@ class State:
     kind: JobState
     progress: Progress = Progress()
     note: str = ""  # done: its FID; broken: why
+
+
+def archived_state(archived: Path) -> State | None:
+    """State("archived") when `archived` holds a scored run's archive (genbench.report.archive), else None."""
+    from genbench.records import headline_record
+
+    try:
+        record = headline_record(archived)
+    except ValueError:  # a damaged archive counts as none: the job runs again and replaces it
+        return None
+    if record is None:
+        return None
+    fid = (record.get("metrics") or {}).get("fid")
+    return State("archived", Progress(step=record.get("checkpoint_step", record.get("step")) or 0),
+                 f"FID {fid:.4g}" if fid is not None else "")
+
+
+def sweep_state(job: Job, root: Path, archive: Path | None) -> State:
+    """The job's state here; a job that is not done here but whose archive holds a scored run is archived."""
+    state = job_state(job.run_dir(root))
+    if state.kind == "done" or archive is None:
+        return state
+    return archived_state(job.run_dir(archive)) or state
 
 
 def job_state(run_dir: Path) -> State:
@@ -503,8 +540,8 @@ def fmt_s(seconds: float | None) -> str:
 
 
 def state_text(state: State) -> str:
-    if state.kind == "done":
-        return f"done at step {state.progress.step}" + (f" ({state.note})" if state.note else "") + ": skipped"
+    if state.kind in ("done", "archived"):
+        return f"{state.kind} at step {state.progress.step}" + (f" ({state.note})" if state.note else "") + ": skipped"
     if state.kind == "resume":
         return f"resume from step {state.progress.step}"
     if state.kind == "broken":
@@ -516,7 +553,7 @@ def plan_table(rows: list[tuple[Job, State, Estimate | None]]) -> list[str]:
     header = ("job", "state", "ends at step", "training", "evaluation", "start-up", "total")
     lines = [header]
     for job, state, est in rows:
-        if state.kind in ("done", "broken"):
+        if state.kind in ("done", "archived", "broken"):
             cells = ("-",) * 5
         elif est is None:  # no probe of its family
             cells = ("?",) * 5
@@ -568,6 +605,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--flops", default=DEFAULTS["flops"], help="training-FLOP budget(s) of the flops budget, e.g. 1.85e14 or 185T")
     parser.add_argument("--time", default=DEFAULTS["time"], help="training time(s) of the time budget, e.g. 10m, 90s")
     parser.add_argument("--root", type=Path, default=Path("outputs/trilemma"), help="where the runs, probes and compares go")
+    parser.add_argument("--archive", type=Path, default=None,
+                        help="keep each finished run's record (no weights) in ARCHIVE/<budget>/<family>-seed<S>; an "
+                             "archived job counts as done, so a sweep goes on across machines (make trilemma: docs/trilemma/runs)")
     parser.add_argument("--jobs", type=int, default=1, help="jobs side by side (threads are split among them)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads in all (default: the cores)")
     parser.add_argument("--probe-steps", type=int, default=20, help="training steps of each family's speed probe")
@@ -608,7 +648,7 @@ def plan(args, jobs: list[Job], children: Children, threads: int):
     evaluate with each one's estimated seconds (None: no probe of its family)."""
     from genbench.validate import ConfigError
 
-    states = {job: job_state(job.run_dir(args.root)) for job in jobs}
+    states = {job: sweep_state(job, args.root, args.archive) for job in jobs}
     settings: dict[tuple[str, Budget], RunSettings] = {}
     speeds: dict[str, tuple[Speed, dict]] = {}
     probes = load_probes(args.root)
@@ -630,7 +670,7 @@ def plan(args, jobs: list[Job], children: Children, threads: int):
             continue
         key, what = probe_key(cfg, threads, args.probe_steps, args.probe_samples)
         entry = probes.get(key)  # a cached probe serves a family whose jobs are done too (its FID-against-NFE cells)
-        all_done = all(states[j].kind == "done" for j in jobs if j.family == job.family)
+        all_done = all(states[j].kind in ("done", "archived") for j in jobs if j.family == job.family)
         if entry is None and not all_done and not args.no_probe and children.stop_signal is None:
             run_dir = args.root / "probes" / f"{job.family}-{key}"
             print(f"probing {job.family}: {args.probe_steps} training steps and an evaluation of {args.probe_samples} "
@@ -719,10 +759,11 @@ class Task:
     log: Path | None
 
 
-def run_queue(tasks: list[Task], children: Children, threads: int, jobs: int) -> list[str]:
-    """Run the tasks, `jobs` at a time but never two in one run_dir (both would write its metrics.json); returns
-    the names of those that failed. After a stop signal no task starts, and those running are waited for (they got
-    the signal)."""
+def run_queue(tasks: list[Task], children: Children, threads: int, jobs: int,
+              finished: Callable[[Task], None] = lambda task: None) -> list[str]:
+    """Run the tasks, `jobs` at a time but never two in one run_dir (both would write its metrics.json), calling
+    `finished(task)` as each one succeeds; returns the names of those that failed. After a stop signal no task
+    starts, and those running are waited for (they got the signal)."""
     failed, started, total = [], {}, len(tasks)
     queue, running = list(tasks), {}
     while (queue or children.running) and not (children.stop_signal and not children.running):
@@ -740,6 +781,7 @@ def run_queue(tasks: list[Task], children: Children, threads: int, jobs: int) ->
             task, took = running.pop(name), fmt_s(time.perf_counter() - started[name])
             if status == 0:
                 print(f"{name}: finished in {took}", flush=True)
+                finished(task)
             elif children.stop_signal is not None and stopped_by(status) is not None:
                 print(f"{name}: stopped by {stopped_by(status).name} after {took}; re-run to resume it", flush=True)
             else:  # an error, or a signal from elsewhere (the OOM killer)
@@ -761,7 +803,33 @@ def run_jobs(args, rows, children: Children, threads: int) -> list[str]:
         if args.jobs > 1:  # side by side: no progress bars, each job's console in its folder
             overrides.insert(-2, "trainer.progress=false")
         tasks.append(Task(job.name, ["train", *overrides], run_dir, run_dir / "console.log" if args.jobs > 1 else None))
-    return run_queue(tasks, children, threads, args.jobs)
+    by_name = {job.name: job for job, _, _ in rows}
+    return run_queue(tasks, children, threads, args.jobs, lambda task: archive(args, [by_name[task.name]], threads))
+
+
+def archive(args, jobs: list[Job], threads: int) -> None:
+    """With --archive: copy each job scored here whose archive is missing or holds other records into
+    <archive>/<budget>/<family>-seed<S> (genbench.report.archive: its record without weights, with samples from
+    compare's fixed noise). A failure is a warning: the run itself is still here."""
+    if args.archive is None:
+        return
+    import torch
+
+    from genbench.records import METRICS_FILE
+    from genbench.report.archive import archive_run
+
+    torch.set_num_threads(threads)
+    for job in jobs:
+        live, kept = job.run_dir(args.root), job.run_dir(args.archive)
+        if job_state(live).kind != "done" or (
+                (kept / METRICS_FILE).is_file() and (kept / METRICS_FILE).read_bytes() == (live / METRICS_FILE).read_bytes()):
+            continue
+        try:
+            archive_run(live, kept)
+        except (OSError, ValueError, RuntimeError) as e:
+            print(f"{job.name}: warning: not archived into {kept}: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
+            continue
+        print(f"{job.name}: archived into {kept} (its record without weights)", flush=True)
 
 
 # ---- FID against NFE: other samplers and step counts on trained runs -------------------------------------------
@@ -813,8 +881,9 @@ def nfe_cells(args, jobs: list[Job], trained: bool = True) -> list[NfeCell]:
     for job in jobs:
         if job.family not in args.nfe_families or job.seed not in args.nfe_seeds:
             continue
-        if trained and job_state(job.run_dir(args.root)).kind != "done":
-            continue
+        if job_state(job.run_dir(args.root)).kind != "done" and (
+                trained or sweep_state(job, args.root, args.archive).kind == "archived"):
+            continue  # not trained yet, or archived without its weights (its archive keeps the cells it had)
         cells += [NfeCell(job, s, k) for s in args.nfe_samplers for k in args.nfe_steps
                   if not nfe_recorded(job.run_dir(args.root), s, k, args.nfe_samples)]
     return cells
@@ -834,7 +903,7 @@ def compare(args, jobs: list[Job], children: Children) -> int:
     worst = 0
     for budget in dict.fromkeys(j.budget for j in jobs):
         mine = [j for j in jobs if j.budget == budget]
-        done = [j for j in mine if job_state(j.run_dir(args.root)).kind == "done"]
+        done = [j for j in mine if sweep_state(j, args.root, args.archive).kind in ("done", "archived")]
         missing = [j.name for j in mine if j not in done]
         if not done:
             print(f"compare {budget.name}: no finished job yet", flush=True)
@@ -842,7 +911,7 @@ def compare(args, jobs: list[Job], children: Children) -> int:
         out = args.root / f"compare_{budget.name}"
         print(f"compare {budget.name}: {len(done)} finished job(s) -> {out}"
               + (f" (not finished: {', '.join(missing)})" if missing else ""), flush=True)
-        children.start(f"compare {budget.name}", genbench("compare", *(str(j.run_dir(args.root)) for j in done), "-o", str(out)),
+        children.start(f"compare {budget.name}", genbench("compare", *(str(j.where(args.root, args.archive)) for j in done), "-o", str(out)),
                        args.threads, None)
         ((_, status),) = children.wait_one()
         worst = max(worst, status)
@@ -857,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
             args, jobs = parse_args(argv)
             threads = max(1, args.threads // args.jobs)
             if args.compare_only:
+                archive(args, jobs, threads)
                 return compare(args, jobs, children)
             rows, speed_text, cells = plan(args, jobs, children, threads)
         except UsageError as e:
@@ -866,9 +936,11 @@ def main(argv: list[str] | None = None) -> int:
             print_plan(args, rows, speed_text, threads, cells)
         failed = []
         if children.stop_signal is None and not args.dry_run:
+            archive(args, jobs, threads)  # what an earlier, stopped sweep finished
             failed = run_jobs(args, rows, children, threads)
             if children.stop_signal is None:
                 failed += run_nfe(args, jobs, children, threads)
+                archive(args, jobs, threads)  # with their FID-against-NFE records
         if children.stop_signal is not None:
             print(f"trilemma: stopped by {signal.Signals(children.stop_signal).name}; the same command resumes", flush=True)
             return 128 + children.stop_signal

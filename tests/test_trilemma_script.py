@@ -387,3 +387,52 @@ def test_killed_sweep_resumes_then_skips(tmp_path):
     # and once more: everything is done, nothing trains, compare is redone
     last = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert last.returncode == 0 and last.stdout.count(": skipped") == 2 and "nothing to run" in last.stdout
+
+
+# ---- the archive: a sweep that goes on across machines ----------------------------------------------------------
+def test_an_archived_job_is_done_and_compared_from_its_archive(tmp_path, fake_genbench, monkeypatch, capsys):
+    """The run folder is gone (another machine); its archive counts as done: skipped by the plan and the training,
+    given no FID-against-NFE cells (no weights), and read by compare in the folder's place."""
+    from tests.report_fixtures import make_record, make_run
+
+    monkeypatch.setenv("EXIT", "0")
+    root, kept = tmp_path / "outputs", tmp_path / "docs"
+    make_run(kept / "time-5s", "diffusion-seed0", "diffusion", 0, make_record(21.5))
+    args, jobs = tri.parse_args(["--root", str(root), "--archive", str(kept), "--families", "diffusion,vae", "--seeds", "0",
+                                 "--budgets", "time", "--time", "5s", "--threads", "1"])
+    dif, vae = jobs
+    assert tri.sweep_state(dif, root, kept) == tri.State("archived", tri.Progress(8), "FID 21.5")
+    assert tri.sweep_state(vae, root, kept).kind == "new" and tri.job_state(dif.run_dir(root)).kind == "new"
+    assert "archived at step 8 (FID 21.5): skipped" in "\n".join(tri.plan_table([(dif, tri.sweep_state(dif, root, kept), None)]))
+    assert tri.nfe_cells(args, jobs, trained=False) == []  # archived without weights: nothing to evaluate
+    assert dif.where(root, kept) == dif.run_dir(kept) and vae.where(root, kept) == vae.run_dir(root)
+    rows = [(j, tri.sweep_state(j, root, kept), None) for j in jobs]
+    with tri.Children() as children:
+        assert tri.run_jobs(args, rows, children, threads=1) == []
+    out = capsys.readouterr().out
+    assert "[1/1] time-5s/vae-seed0" in out and "diffusion" not in out and not dif.run_dir(root).exists()
+    make_run(root / "time-5s", "vae-seed0", "vae", 0, make_record(30.0))  # as if the vae job had been scored
+    called = []
+    monkeypatch.setattr(tri, "genbench", lambda *argv: called.append(argv) or [sys.executable, "-c", ""])
+    with tri.Children() as children:
+        assert tri.compare(args, jobs, children) == 0
+    assert called == [("compare", str(dif.run_dir(kept)), str(vae.run_dir(root)), "-o", str(root / "compare_time-5s"))]
+
+
+def test_a_scored_run_is_archived_once_and_again_when_its_records_change(tmp_path, capsys):
+    from genbench.records import add_record
+    from tests.report_fixtures import make_record, make_run
+
+    root, kept = tmp_path / "outputs", tmp_path / "docs"
+    make_run(root / "time-5s", "gan-seed0", "gan", 0, make_record(10.0))
+    args, jobs = tri.parse_args(["--root", str(root), "--archive", str(kept), "--families", "gan,vae", "--seeds", "0",
+                                 "--budgets", "time", "--time", "5s", "--threads", "1"])
+    tri.archive(args, jobs, 1)
+    tri.archive(args, jobs, 1)
+    assert capsys.readouterr().out.count("archived into") == 1  # vae has no scored run; the second call finds no change
+    assert tri.archived_state(jobs[0].run_dir(kept)).kind == "archived"
+    add_record(jobs[0].run_dir(root), {"metrics": {"fid": 9.0}, "checkpoint_step": 8, "num_generated": 24, "seed": 1,
+                                       "protocol": {"id": "other"}})
+    tri.archive(args, jobs, 1)
+    assert "time-5s/gan-seed0: archived into" in capsys.readouterr().out
+    assert (jobs[0].run_dir(kept) / "metrics.json").read_bytes() == (jobs[0].run_dir(root) / "metrics.json").read_bytes()

@@ -122,33 +122,41 @@ def summary_scatter(variants: list[Variant], x: str, y: str) -> Figure:
     return finish(fig, ax, variants, f"{title}\nmean ± std over seeds; faded: single runs")
 
 
+def rgb(path: Path) -> np.ndarray:
+    """A PNG as a (H, W, 3) uint8 array."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def samples(variants: list[Variant], n: int, seed: int, device: torch.device) -> Figure:
-    """One panel per variant: n samples of its lowest-seed run (EMA weights, its own sampler), each family
-    drawing its own noise from the same seeded torch.Generator."""
-    from genbench.checkpoint import load_model
+    """One panel per variant: n samples of its lowest-seed run that can give them (EMA weights, its own sampler),
+    each family drawing its own noise from the same seeded torch.Generator. A run without its checkpoint gives
+    the grid archived with it (genbench.report.archive) when that grid has the same n and seed."""
+    from genbench.report.archive import fixed_noise_grid, grid_png
 
     cols = min(len(variants), 6)
     rows = math.ceil(len(variants) / cols)
     fig = new_figure(2.2 * cols + 0.4, 2.5 * rows + 0.5)
     for i, v in enumerate(variants):
         ax = fig.add_subplot(rows, cols, i + 1)
-        run = min(v.runs, key=lambda r: r.seed)
-        ax.set_title(f"{v.label}: seed {run.seed}, FID {run.values['fid']:.3g}", fontsize=8)
         ax.axis("off")
+        able = [r for r in v.runs if (r.path / "checkpoints" / "last.pt").is_file() or (r.path / grid_png(n, seed)).is_file()]
+        run = min(able or v.runs, key=lambda r: r.seed)
+        ax.set_title(f"{v.label}: seed {run.seed}, FID {run.values['fid']:.3g}", fontsize=8)
         if not (run.path / "checkpoints" / "last.pt").is_file():
-            ax.text(0.5, 0.5, "no checkpoint", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            if (run.path / grid_png(n, seed)).is_file():
+                ax.imshow(rgb(run.path / grid_png(n, seed)), interpolation="nearest")
+            else:
+                ax.text(0.5, 0.5, "no checkpoint", ha="center", va="center", fontsize=8, transform=ax.transAxes)
             continue
-        from genbench.data import image_grid
-
         try:
-            model, _ = load_model(run.path, device=device)
-            with torch.no_grad():
-                images = model.sample(n, generator=torch.Generator().manual_seed(seed)).float().cpu()
+            grid = fixed_noise_grid(run.path, n, seed, device)
         except (OSError, ValueError, RuntimeError) as e:  # a damaged checkpoint: say so in its panel
             ax.text(0.5, 0.5, textwrap.fill(f"cannot sample: {str(e).splitlines()[0][:160]}", 40), ha="center",
                     va="center", fontsize=6, transform=ax.transAxes)
             continue
-        grid = image_grid(images, padding=1, pad_value=1.0)
         ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     fig.suptitle(f"samples from fixed noise (torch.Generator seed {seed})", fontsize=10)
     add_key(fig, variants)
@@ -206,16 +214,11 @@ def memorisation(variants: list[Variant]) -> Figure | None:
     """Each variant's memorisation panel (its lowest-seed run's: the closest samples, each beside its nearest
     training image) side by side, titled with the variant's memorised fraction over seeds; None when no run
     has a panel."""
-    from PIL import Image
-
     found, _ = memorisation_runs(variants)
     shown = [v for v in variants if v.label in found]
     if not shown:
         return None
-    images = {}
-    for v in shown:
-        with Image.open(found[v.label]) as image:
-            images[v.label] = np.asarray(image.convert("RGB"))  # (H, W, 3)
+    images = {v.label: rgb(found[v.label]) for v in shown}
     aspect = max(a.shape[0] / a.shape[1] for a in images.values())
     cols = min(len(shown), 4)
     rows = math.ceil(len(shown) / cols)
