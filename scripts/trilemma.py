@@ -417,11 +417,13 @@ def speed_from_probe(run_dir: Path, wall_s: float, probe_samples: int) -> Speed:
     batch = state["config"]["trainer"]["batch_size"]
     record = headline_record(run_dir) or {}
     timings = record.get("timings_s") or {}
-    sample_s, score_s = timings.get("sampling") or 0.0, timings.get("metrics") or 0.0
+    sample_s, metrics_s = timings.get("sampling") or 0.0, timings.get("metrics") or 0.0
+    fill_s = timings.get("reference_features") or 0.0  # a first evaluation on a machine fills the feature cache, once
+    score_s = metrics_s - fill_s
     eval_wall = record.get("eval_wall_time_s") or 0.0
     return Speed(s_per_step=s_per_step, flops_per_step=per_image * batch if per_image else None,
                  sample_s_per_image=sample_s / probe_samples, score_s_per_image=score_s / probe_samples,
-                 eval_fixed_s=max(eval_wall - sample_s - score_s, 0.0),
+                 eval_fixed_s=max(eval_wall - sample_s - metrics_s, 0.0),
                  startup_s=max(wall_s - train_time - eval_wall, 0.0))
 
 
@@ -583,11 +585,12 @@ evaluation of {samples} samples; cached in {probes} per machine, threads and con
   evaluation = (eval.during_training.num_samples at each step of the trainer.eval_every / eval_growth grid
                + eval.num_samples at the end)
                x measured (sampling + scoring) s/image, + the probe's fixed cost of one full evaluation
-  start-up   = the probe process's time outside training and evaluation (imports, data, FLOP count; an upper bound:
-               a first probe also extracts the reference features, cached since)
+  start-up   = the probe process's time outside training and evaluation (imports, data, FLOP count)
   FID against NFE: per cell, --nfe-samples x (sampling s/image x steps / the probe sampler's steps + scoring
                s/image) + one evaluation's fixed cost + a start-up
-Not counted: checkpoints and sample grids (seconds per run), and `genbench compare` at the end. Jobs side by side (--jobs > 1) share memory bandwidth,
+Not counted: extracting the reference images' features, which a machine's first evaluation does once (its record's
+timings_s.reference_features; the cache serves every later one), checkpoints and sample grids (seconds per run),
+and `genbench compare` at the end. Jobs side by side (--jobs > 1) share memory bandwidth,
 so each may run slower than its probe, which ran alone."""
 
 

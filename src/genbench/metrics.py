@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -133,6 +134,7 @@ class FidelityMetrics:
         self.isc_splits, self.kid_subsets, self.kid_subset_size = isc_splits, kid_subsets, kid_subset_size
         self.prc_neighborhood = prc_neighborhood
         self.cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
+        self.cache_fill_s = 0.0  # seconds spent extracting named sets the cache did not hold (once per machine)
         # the layer each metric reads, and the network (its weights verified now, before any sample is made);
         # it returns every metric's layer whatever eval.metrics says, so one cache file serves them all
         self.layers = {m: self.extractor.default_layer(m) for m in get_args(MetricName)}
@@ -189,6 +191,7 @@ class FidelityMetrics:
 
         from genbench.progress import Progress
 
+        start = time.perf_counter()
         # in chunks of whole batches (the same batches as one call, so the same features), with progress
         chunks, step = [], self.batch_size * 10
         with Progress(len(images), f"features ({self.extractor.kind})") as bar:
@@ -200,6 +203,7 @@ class FidelityMetrics:
         features = {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
         if path is not None:
             self._write_cache(path, images, features)
+            self.cache_fill_s += time.perf_counter() - start
         return features
 
     def features(self, images: torch.Tensor, name: str | None = None, metric: MetricName = "fid") -> torch.Tensor:
