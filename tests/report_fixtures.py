@@ -24,6 +24,7 @@ def make_record(fid: float, precision: float = 0.5, recall: float = 0.5, bpd: di
                 img_per_s: float = 100.0, nfe: int = 1, sampler: str | None = None, train_time: float = 10.0,
                 params: int = 1000, flops_per_image: float | None = 1e6, sample_flops: float | None = 1e8,
                 mfu: float | None = 0.01, pid: str = "p1", num_samples: int = 48, memorised: float | None = None,
+                machine: dict | None = None,
                 fmt: int = 2) -> dict:
     """A headline record (format 2), or the single record of format 1 (no protocol, no compute)."""
     images = STEPS * BATCH
@@ -35,7 +36,8 @@ def make_record(fid: float, precision: float = 0.5, recall: float = 0.5, bpd: di
         "num_generated": num_samples, "num_reference": 64, "reference_dataset": "mnist", "reference_split": "train",
         "sampling_img_per_s": img_per_s, "sampler": sampler, "nfe": nfe, "ema": True, "seed": 0,
         "checkpoint_step": STEPS, "step": STEPS,
-        "training": {"train_time_s": train_time, "images_seen": images, "parameters": params},
+        "training": {"train_time_s": train_time, "images_seen": images, "parameters": params,
+                     **({"machine": machine} if machine else {})},
     }
     if fmt == 2:
         train_flops = None if flops_per_image is None else flops_per_image * images

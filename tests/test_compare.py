@@ -342,3 +342,21 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith(f"genbench compare: error: cannot write into {tmp_path / 'file' / 'out'}")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_each_run_names_the_machine_it_trained_on(tmp_path: Path, no_plots):
+    """Runs kept across machines (genbench.report.archive) say where their training seconds were measured."""
+    from genbench.report.runs import machine_text
+
+    cpu = {"cpu_model": "Intel(R) Xeon(R) Processor", "cpu_count": 2, "torch_threads": 1, "device": "cpu"}
+    make_run(tmp_path, "a", "gan", 0, make_record(10.0, machine=cpu))
+    make_run(tmp_path, "b", "gan", 1, make_record(12.0, machine={**cpu, "cpu_model": "AMD EPYC 7B13", "torch_threads": 2}))
+    make_run(tmp_path, "c", "gan", 2, make_record(14.0))  # a record older than machines in records
+    old = make_record(16.0)
+    make_run(tmp_path, "d", "gan", 3, {**old, "machine": cpu})  # older than training.machine: the evaluation's machine
+    compare(tmp_path, "-o", tmp_path / "out")
+    got = {r["seed"]: r["machine"] for r in rows(tmp_path / "out" / "compare_runs.csv")}
+    assert got == {"0": "Intel(R) Xeon(R) Processor, 1 of 2 CPU threads", "1": "AMD EPYC 7B13, 2 of 2 CPU threads", "2": "—",
+                   "3": "Intel(R) Xeon(R) Processor, 1 of 2 CPU threads"}
+    assert "| AMD EPYC 7B13, 2 of 2 CPU threads |" in (tmp_path / "out" / "compare.md").read_text()
+    assert machine_text({"device": "cuda", "device_name": "NVIDIA H200", "cpu_model": "x"}) == "NVIDIA H200"

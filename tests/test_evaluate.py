@@ -90,6 +90,8 @@ def test_the_final_eval_is_the_headline_record(run):
     info = load_model(run)[0].sampling_info()
     assert (record["step"], record["ema"], record["seed"]) == (4, True, 0)
     assert (record["sampler"], record["nfe"]) == (info["sampler"], info["nfe"]) and record["nfe"] > 0
+    trained_on = load_checkpoint(run)["machine"]  # the training machine, beside the evaluation's own
+    assert record["training"]["machine"] == trained_on and trained_on["cpu_model"] == record["machine"]["cpu_model"]
     assert record["key"] == data["headline"] and f"step4-{info['sampler'].lower()}{info['nfe']}-n48-seed0" in record["key"]
     assert set(record["bits_per_dim"]) >= {"vlb"} and record["likelihood_images"] == 8
     memo = record["memorisation"]

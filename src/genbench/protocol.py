@@ -383,7 +383,8 @@ class Protocol:
             "latent": latent,  # on the likelihood images, e.g. a VAE's active units; {} for families without a code
             "sampling": sampling,  # everything the samples depend on besides the weights (family-specific)
             "training": {"train_time_s": state["train_time"], "images_seen": state["images_seen"],
-                         "parameters": sum(p.numel() for p in model.parameters())},
+                         "parameters": sum(p.numel() for p in model.parameters()),
+                         "machine": state.get("machine")},  # where train_time_s was measured (last: a resumed run's)
             "generation_batch_size": None if samples_dir else self.batch_size,  # the noise is drawn per batch
             "sampling_img_per_s": img_per_s,
             "timings_s": {"sampling": None if samples_dir else t1 - t0, "metrics": t2 - t1, "likelihood": t3 - t2,

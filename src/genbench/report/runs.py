@@ -70,6 +70,8 @@ class Run:
     fid_curve: list[Point]       # FID of the evaluations during training
     curve_s: list[float]         # training seconds at each point of fid_curve
     curve_flops: list[float] | None  # training FLOPs at each point of fid_curve; None where unknown
+    machine: str = "—"           # where it trained (its training seconds are that machine's): machine_text; in a
+                                 # record older than training.machine, the evaluation's (the same at the end of training)
     job_num: int | None = None
     nfe_points: list[NfePoint] = field(default_factory=list)  # every record at the headline's weights (FID against NFE)
 
@@ -221,7 +223,18 @@ def read_run(path: Path) -> Run:
     return Run(path, choices.get("model") or overrides.get("model") or target.rsplit(".", 1)[-1].lower(),
                family_of(target), int(cfg.get("seed", 0)), overrides, headline, record, len(records) - 1,
                protocol_of(record), str(sampler or "—"), values, nll_bound,
-               scalars, curve, curve_s, curve_flops, job_num(path), sampler_points(records, record))
+               scalars, curve, curve_s, curve_flops, machine_text(training.get("machine") or record.get("machine")), job_num(path),
+               sampler_points(records, record))
+
+
+def machine_text(machine: dict | None) -> str:
+    """A training machine record (genbench.runtime.machine_record) in a few words: "AMD EPYC 7B13, 1 of 2 CPU
+    threads", "NVIDIA H200"; "—" for a record older than machines in records."""
+    if not machine:
+        return "—"
+    if machine.get("device") == "cuda":
+        return str(machine.get("device_name"))
+    return f"{machine.get('cpu_model')}, {machine.get('torch_threads')} of {machine.get('cpu_count')} CPU threads"
 
 
 def total_cost(train_flops: float, sample_flops_per_image: float, train_s: float, img_per_s: float,

@@ -38,9 +38,10 @@ def write_csvs(variants: list[Variant], out: Path, pairs: list[crossings.Pair] =
               [[v.label, v.name, v.family, v.protocol["id"], v.sampler, len(v.runs), " ".join(map(str, v.seeds)),
                 *(x for k in COLUMNS for x in (v.stats[k].mean, v.stats[k].std, v.stats[k].n))] for v in variants])
     write_csv(out / "compare_runs.csv",
-              ["label", "variant", "family", "seed", "protocol", "record", "sampler", "run_dir", "nll_bound", *COLUMNS],
-              [[v.label, v.name, r.family, r.seed, r.protocol["id"], r.headline, r.sampler, str(r.path), r.nll_bound or "",
-                *(r.values[k] for k in COLUMNS)] for v in variants for r in v.runs])
+              ["label", "variant", "family", "seed", "protocol", "record", "sampler", "run_dir", "machine", "nll_bound",
+               *COLUMNS],
+              [[v.label, v.name, r.family, r.seed, r.protocol["id"], r.headline, r.sampler, str(r.path), r.machine,
+                r.nll_bound or "", *(r.values[k] for k in COLUMNS)] for v in variants for r in v.runs])
     write_csv(out / "crossings.csv", crossings.CSV_HEADER, crossings.csv_rows(list(pairs)))
     write_csv(out / "fid_vs_nfe.csv",
               ["label", "variant", "sampler", "nfe", "protocol", "num_samples", "fid_mean", "fid_std", "seeds"],
@@ -149,16 +150,17 @@ def markdown(variants: list[Variant], verdicts: list[str], main: str, problems: 
                       "RUN/eval/memorisation.png), titled with that run's memorised fraction and the variant's over seeds.", ""]
     lines += ["## Runs", "",
               "| label | seed | sampler | NFE | FID | precision | recall | training s | training PFLOPs | MFU "
-              f"| total PFLOPs ({COST_IMAGES:,} images) | total s ({COST_IMAGES:,} images) | images seen | record | run |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+              f"| total PFLOPs ({COST_IMAGES:,} images) | total s ({COST_IMAGES:,} images) | images seen | trained on | record | run |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
               *(f"| {v.label} | {r.seed} | {r.sampler} | {fmt(r.values['nfe'])} | {fmt(r.values['fid'])} | "
                 f"{fmt(r.values['precision'])} | {fmt(r.values['recall'])} | {fmt(r.values['train_time_s'])} | "
                 f"{fmt(r.values['train_pflops'])} | {fmt(r.values['mfu'])} | {fmt(r.values['total_pflops'])} | "
-                f"{fmt(r.values['total_s'])} | {pm(r.values['images_seen'], math.nan)} | "
+                f"{fmt(r.values['total_s'])} | {pm(r.values['images_seen'], math.nan)} | {r.machine} | "
                 f"{r.headline}{f' (+{r.other_records} more)' if r.other_records else ''} | {r.path} |"
                 for v in variants for r in v.runs), "",
               f"Each run's numbers are those of the headline record of its {METRICS_FILE} (`record`; a re-evaluation "
-              "adds records beside it). Where a run holds one record, compare checks that the eval/* scalars TensorBoard's "
+              "adds records beside it). Trained on: the machine of its training seconds (the last one, for a run resumed "
+              "elsewhere); times of different machines are not comparable. Where a run holds one record, compare checks that the eval/* scalars TensorBoard's "
               "HParams view shows for it (`tensorboard --logdir` on the sweep folder) agree with it.", ""]
     if problems:
         lines += ["## Skipped or suspect", "", *(f"- {p}" for p in problems), ""]
