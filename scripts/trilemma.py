@@ -865,16 +865,17 @@ def sampler_class(option: str) -> str:
 
 def nfe_recorded(run_dir: Path, sampler: str, steps: int, samples: int) -> bool:
     """Does the run hold a record of its headline's EMA weights sampled by `sampler` at `steps` steps, `samples` images?"""
-    from genbench.records import load_records
+    from genbench.records import load_records, same_weights
 
     try:
         headline, records = load_records(run_dir)
     except (OSError, ValueError):
         return False
-    step = (records.get(headline) or {}).get("checkpoint_step")
-    want = (sampler_class(sampler), steps, samples, step, True)
-    return any(((r.get("sampling") or {}).get("sampler"), (r.get("sampling") or {}).get("sampler_steps"),
-                r.get("num_generated"), r.get("checkpoint_step"), r.get("ema")) == want for r in records.values())
+    if headline not in records:
+        return False
+    want = (sampler_class(sampler), steps, samples)
+    return any(same_weights(r, records[headline]) and ((r.get("sampling") or {}).get("sampler"),
+               (r.get("sampling") or {}).get("sampler_steps"), r.get("num_generated")) == want for r in records.values())
 
 
 def nfe_cells(args, jobs: list[Job], trained: bool = True) -> list[NfeCell]:

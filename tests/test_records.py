@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from genbench.records import FORMAT_VERSION, METRICS_FILE, add_record, headline_record, load_records, record_key
+from genbench.records import (FORMAT_VERSION, METRICS_FILE, add_record, headline_record, load_records, record_key,
+                              same_weights)
 from genbench.tblog import hparams, scalars, variant, write_evaluation
 
 
@@ -98,3 +99,12 @@ def test_the_headline_writes_eval_and_every_other_record_its_own_group(tmp_path:
     assert tags["eval/mfu"] == [(100, 0.25)] and tags["eval/memorisation_fraction_closer"] == [(100, pytest.approx(0.01))]
     assert "eval/train_flops" not in tags and "eval/memorisation_median_ratio" not in tags  # nulls are not scalars
     assert set(scalars(head)) >= {"eval/fid", "eval/nfe", "eval/mfu"}
+
+
+def test_same_weights_means_same_step_same_ema_and_the_runs_own_samples():
+    headline = {"source": "run", "checkpoint_step": 40, "ema": True}
+    assert same_weights({"source": "run", "checkpoint_step": 40, "ema": True, "sampler": "DDIM"}, headline)
+    assert same_weights({"step": 40}, headline)  # an older record: step only, source and ema left out (EMA, the default)
+    assert not same_weights({"source": "run", "checkpoint_step": 30, "ema": True}, headline)
+    assert not same_weights({"source": "run", "checkpoint_step": 40, "ema": False}, headline)
+    assert not same_weights({"source": "samples", "checkpoint_step": 40, "ema": True}, headline)

@@ -76,6 +76,14 @@ def load_records(where: str | Path) -> tuple[str | None, dict[str, dict]]:
     raise ValueError(f"{path} has metrics format {version}; this genbench reads formats 1 and {FORMAT_VERSION}")
 
 
+def same_weights(record: dict, headline: dict) -> bool:
+    """Did `record` score the weights `headline` scored: a run's own (not an outside samples folder), at the same
+    checkpoint step, EMA or raw alike? Such records differ only in how they sampled (FID against NFE)."""
+    step = lambda r: r.get("checkpoint_step", r.get("step"))  # noqa: E731
+    return (record.get("source", "run") == "run" and step(record) == step(headline)
+            and record.get("ema", True) == headline.get("ema", True))
+
+
 def headline_record(where: str | Path) -> dict | None:
     key, records = load_records(where)
     return records.get(key) if key else None

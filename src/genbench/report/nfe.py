@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from genbench.records import same_weights
 from genbench.report.stats import Stat, stat
 
 if TYPE_CHECKING:
@@ -53,14 +54,12 @@ class NfeRow:
 
 def sampler_points(records: dict[str, dict], headline: dict) -> list[NfePoint]:
     """Step 1 for one run: its records made from the headline's weights (see the module docstring)."""
-    step = headline.get("checkpoint_step", headline.get("step"))
     out = []
     for r in records.values():
         sampler = r.get("sampler") if r.get("sampler") is not None else (r.get("sampling") or {}).get("sampler")
         nfe = r.get("nfe") if r.get("nfe") is not None else (r.get("sampling") or {}).get("nfe")
         fid = (r.get("metrics") or {}).get("fid")
-        if (r.get("source", "run") != "run" or r.get("checkpoint_step", r.get("step")) != step
-                or r.get("ema", True) != headline.get("ema", True) or not sampler or nfe is None
+        if (not same_weights(r, headline) or not sampler or nfe is None
                 or fid is None or not math.isfinite(fid) or not r.get("protocol")):
             continue
         settings = tuple(sorted((k, str(v)) for k, v in (r.get("sampling") or {}).items()
