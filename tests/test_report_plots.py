@@ -161,3 +161,16 @@ def test_samples_panel_draws_each_variant_from_its_checkpoint(tmp_path: Path, co
     from genbench.protocol import EVAL_DIR
 
     assert plots.MEMORISATION_PANEL == Path(EVAL_DIR) / "memorisation.png"
+
+
+def test_a_one_point_series_of_fid_vs_nfe_is_a_marker_not_a_line(tmp_path: Path):
+    """The headline (10,000 samples, its own protocol) beside a 1,000-sample sampler grid: a lone hollow marker."""
+    from genbench.report.nfe import nfe_table
+    from tests.report_fixtures import nfe_record
+
+    make_run(tmp_path, "d", "diffusion", 0, make_record(50.0, sampler="DPMSolverPP2M", nfe=20),
+             extra_records={f"ddim{k}": nfe_record(60.0 - k / 10, "DDIM", k) for k in (10, 50)})
+    variants, _ = group_variants([read_run(tmp_path / "d")])
+    fig = plots.fid_vs_nfe(variants, nfe_table(variants))
+    styles = {c.get_label(): c.lines[0].get_linestyle() for c in fig.axes[0].containers}
+    assert styles["A DPMSolverPP2M [p1]"] == "None" and styles["A DDIM [p1k]"] == "--"  # the second protocol dashed

@@ -183,7 +183,8 @@ def fid_vs_nfe(variants: list[Variant], rows: list[NfeRow]) -> Figure | None:
         ps = next(i for i, (pid, _) in enumerate(protocols) if pid == protocol)
         ax.errorbar([r.nfe for r in points], [r.fid.mean for r in points], yerr=[np.nan_to_num(r.fid.std) for r in points],
                     color=style(colors.index((label, sampler)))["color"], marker=MARKERS[index[label] % len(MARKERS)],
-                    ls=LINESTYLES[ps % len(LINESTYLES)], capsize=2, ms=4, lw=1,
+                    ls=LINESTYLES[ps % len(LINESTYLES)] if len(points) > 1 else "none", capsize=2,  # one point: no line
+                    ms=4 if len(points) > 1 else 7, mfc=None if len(points) > 1 else "none", lw=1,
                     label=f"{label} {sampler}" + (f" [{protocol}]" if len(protocols) > 1 else ""))
     ax.set_xscale("log")
     ax.set_xticks(sorted({r.nfe for r in rows}), [str(n) for n in sorted({r.nfe for r in rows})])
