@@ -14,7 +14,14 @@ experiment= among the overrides replaces it), in a fixed folder <root>/<budget>/
 named with its value:
 - flops-<V>: trainer.max_time=null trainer.max_flops=V (--flops, default 1.85e14): equal training FLOPs, which
   means the same on every machine;
-- time-<T>: trainer.max_time=T (--time, default 10m): equal training time on this machine.
+- time-<T>: trainer.max_time=T (--time, default 10m): equal training time on this machine, which holds only
+  when the jobs run one at a time on a machine left alone;
+- time-<T>-pace<id>, with --pace FILE: the same time as each family's training FLOPs at the pace FILE records
+  (trainer.max_flops = T x the family's training FLOP/s). `--measure-pace FILE` measures that pace: each family
+  trains --pace-seconds (60) at --threads on this machine, with nothing else running, and FILE keeps the rates,
+  the machine record and the command. The jobs then run like FLOP budgets, side by side and under any load, on
+  any machine, and still answer "which family is best in T on the machine FILE measured". A pace measured
+  with other settings (model, data, optimizer, batch size) than the jobs have is refused.
 Re-running the command finds every folder: a job whose metrics.json has a headline record is done and skipped;
 a job with checkpoints resumes from its newest (`genbench train` resumes by itself in the same hydra.run.dir);
 any other starts. Another --flops or --time value is another folder, so a run is never extended silently.
@@ -91,15 +98,20 @@ class UsageError(ValueError):
 class Budget:
     kind: BudgetKind
     value: float  # FLOPs or seconds
+    pace: tuple[tuple[str, float], ...] = ()  # a time budget at a measured pace: (family, training FLOP/s) pairs
+    pace_id: str = ""                          # the pace file's short hash
 
     @property
     def name(self) -> str:
-        """flops-1.85e14, time-10m, time-90s: the folder of its jobs."""
+        """flops-1.85e14, time-10m, time-90s, time-10m-pace3f2a1c: the folder of its jobs."""
         if self.kind == "flops":
             return "flops-" + re.sub(r"e\+?0*(\d)", r"e\1", f"{self.value:.4g}")  # 1.85e+14 -> 1.85e14, 2e+09 -> 2e9
-        return f"time-{self.value / 60:g}m" if self.value % 60 == 0 else f"time-{self.value:g}s"
+        time_ = f"time-{self.value / 60:g}m" if self.value % 60 == 0 else f"time-{self.value:g}s"
+        return f"{time_}-pace{self.pace_id}" if self.pace else time_
 
-    def overrides(self) -> list[str]:
+    def overrides(self, family: str) -> list[str]:
+        if self.kind == "time" and self.pace:  # the FLOPs `family` trains in this time at the pace measured
+            return ["trainer.max_time=null", f"trainer.max_flops={self.value * dict(self.pace)[family]:.4g}"]
         if self.kind == "flops":
             return ["trainer.max_time=null", f"trainer.max_flops={self.value:g}"]
         return [f"trainer.max_time={self.value:g}", "trainer.max_flops=null"]
@@ -127,7 +139,7 @@ class Job:
 
     def overrides(self, root: Path, extra: list[str], threads: int) -> list[str]:
         """`genbench train`'s command line; the budget comes last, so nothing in `extra` can move it."""
-        return ["experiment=trilemma", f"model={self.family}", f"seed={self.seed}", *extra, *self.budget.overrides(),
+        return ["experiment=trilemma", f"model={self.family}", f"seed={self.seed}", *extra, *self.budget.overrides(self.family),
                 f"threads={threads}", f"hydra.run.dir={self.run_dir(root)}"]
 
 
@@ -149,8 +161,9 @@ def model_choices() -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
 
 
-def parse_budgets(budgets: str, flops: str, time_: str) -> list[Budget]:
-    """--budgets flops,time with --flops V[,V..] and --time T[,T..] -> the Budgets; one-line errors."""
+def parse_budgets(budgets: str, flops: str, time_: str, pace: dict | None = None) -> list[Budget]:
+    """--budgets flops,time with --flops V[,V..] and --time T[,T..] -> the Budgets; one-line errors. With `pace`
+    (a --pace file, read_pace) a time budget is each family's FLOPs in that time at the pace measured."""
     values: dict[str, list[Budget]] = {}
     for kind, text, parse in (("flops", flops, parse_flops), ("time", time_, parse_duration)):  # both, used or not
         values[kind] = []
@@ -161,7 +174,8 @@ def parse_budgets(budgets: str, flops: str, time_: str) -> list[Budget]:
                 raise UsageError(str(e)) from None
             if value is None:  # 0, null: no limit, so the run would never end
                 raise UsageError(f"--{kind}={item!r} must be a positive budget, e.g. --{kind} {DEFAULTS[kind]}")
-            values[kind].append(Budget(kind, value))
+            paced = {"pace": tuple(sorted(pace["rates"].items())), "pace_id": pace["id"]} if pace and kind == "time" else {}
+            values[kind].append(Budget(kind, value, **paced))
         if len({b.name for b in values[kind]}) != len(values[kind]):
             raise UsageError(f"--{kind}={text!r} gives one budget twice")
     out = []
@@ -531,6 +545,98 @@ def run_probe(children: Children, family: str, overrides: list[str], run_dir: Pa
     return speed
 
 
+# ---- pace: a time budget as FLOPs ---------------------------------------------------------------------------
+def pace_settings(cfg) -> str:
+    """A hash of what sets a training step's cost besides the machine and its threads: model, data (not where it
+    lives), optimizer, batch size, precision, compile."""
+    from omegaconf import OmegaConf
+
+    t = cfg.trainer
+    settings = {"trainer": {k: t.get(k) for k in ("batch_size", "precision", "compile")},
+                **{k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim") if k in cfg}}
+    settings.get("data", {}).pop("root", None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def pace_from_scalars(scalars: dict) -> tuple[float, int, float]:
+    """(training FLOP/s, steps timed, seconds timed) from a run's perf/train_flops and perf/train_time_s, logged
+    every step, after its first fifth of steps (warm-up: allocation, oneDNN's kernel choice)."""
+    flops = {p.step: p.value for p in scalars.get("perf/train_flops", [])}
+    seconds = {p.step: p.value for p in scalars.get("perf/train_time_s", [])}
+    steps = sorted(set(flops) & set(seconds))
+    if len(steps) < 3:
+        raise ValueError(f"{len(steps)} timed steps; raise --pace-seconds")
+    warm, last = steps[len(steps) // 5], steps[-1]
+    return (flops[last] - flops[warm]) / (seconds[last] - seconds[warm]), last - warm, seconds[last] - seconds[warm]
+
+
+def measure_pace(args, children: Children) -> int:
+    """--measure-pace FILE: `genbench train` of each family at its jobs' settings and --threads for --pace-seconds of
+    training (no evaluation, a log every step), one after another; FILE gets each family's training FLOP/s, the
+    machine record and the command. Run it on the machine alone: the rate is what a time budget buys there."""
+    from genbench.report.events import read_scalars
+    from genbench.runtime import machine_record, resolve_device
+
+    families = parse_families(args.families)
+    rates, settings, detail = {}, {}, {}
+    for family in families:
+        job = Job(Budget("time", args.pace_seconds), family, 0)
+        run_dir = args.root / "pace" / family
+        overrides = [*job.overrides(args.root, args.overrides, args.threads)[:-1], "trainer.max_steps=null",
+                     "trainer.eval_every=0", "trainer.sample_every=0", "trainer.checkpoint_every=0", "trainer.log_every=1",
+                     "trainer.progress=false", "eval.at_end=false", f"hydra.run.dir={run_dir}"]
+        try:
+            cfg = compose(overrides)
+        except Exception as e:
+            raise UsageError(str(e).splitlines()[0]) from None
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        print(f"pace of {family}: {args.pace_seconds:g} s of training at {args.threads} thread(s) ...", flush=True)
+        children.start(f"pace {family}", genbench("train", *overrides), args.threads, run_dir.with_suffix(".log"))
+        ((_, status),) = children.wait_one()
+        if status != 0:
+            print(f"trilemma: measuring {family}'s pace failed (exit {status}); see {run_dir.with_suffix('.log')}",
+                  file=sys.stderr)
+            return 128 + children.stop_signal if children.stop_signal else 1
+        try:
+            rate, steps, seconds = pace_from_scalars(read_scalars(run_dir / "tb"))
+        except ValueError as e:
+            raise UsageError(f"--measure-pace: {family}: {e}") from None
+        rates[family], settings[family] = rate, pace_settings(cfg)
+        detail[family] = {"steps_timed": steps, "seconds_timed": seconds}
+        print(f"pace of {family}: {rate:.4g} training FLOP/s ({steps} steps in {seconds:.1f} s after warm-up)", flush=True)
+    import torch
+
+    torch.set_num_threads(args.threads)  # the machine record's threads and matmul peak: the runs' own
+    record = {"format": 1, "rates": rates, "settings": settings, "detail": detail, "threads": args.threads,
+              "pace_seconds": args.pace_seconds, "overrides": args.overrides,
+              "machine": machine_record(resolve_device(cfg.trainer.device)),
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": args.command}
+    atomic_write(args.measure_pace, lambda f: f.write((json.dumps(record, indent=1) + "\n").encode()))
+    print(f"wrote {args.measure_pace}: use it with --pace {args.measure_pace}", flush=True)
+    return 0
+
+
+def read_pace(path: Path, families: list[str]) -> dict:
+    """A --measure-pace file: {"id": a hash of it, "rates": {family: FLOP/s}, "settings": {family: pace_settings}}."""
+    try:
+        data = path.read_bytes()
+        record = json.loads(data)
+        rates, settings = dict(record["rates"]), dict(record["settings"])
+    except OSError as e:
+        raise UsageError(f"--pace {path}: {e.strerror or e}; make it with --measure-pace {path} on the machine alone") from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"--pace {path}: not a --measure-pace file; make one with --measure-pace {path}") from None
+    missing = [f for f in families if f not in rates]
+    if missing:
+        raise UsageError(f"--pace {path} has no pace of {', '.join(missing)}; measure it with --measure-pace FILE "
+                         f"--families {','.join(missing)} (on the machine alone)")
+    machine = record.get("machine") or {}
+    about = f"{machine.get('cpu_model', '?')}, {record.get('threads', '?')} thread(s), {record.get('created', '?')}"
+    return {"id": hashlib.sha256(data).hexdigest()[:6], "rates": rates, "settings": settings, "about": about}
+
+
 # ---- the plan ----------------------------------------------------------------------------------------------
 def fmt_s(seconds: float | None) -> str:
     if seconds is None:
@@ -611,6 +717,13 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--archive", type=Path, default=None,
                         help="keep each finished run's record (no weights) in ARCHIVE/<budget>/<family>-seed<S>; an "
                              "archived job counts as done, so a sweep goes on across machines (make trilemma: docs/trilemma/runs)")
+    parser.add_argument("--pace", type=Path, default=None,
+                        help="a --measure-pace file: each time budget becomes each family's training FLOPs in that time "
+                             "at the pace measured there (folder time-<T>-pace<id>), so it can run under any load")
+    parser.add_argument("--measure-pace", type=Path, default=None, metavar="FILE",
+                        help="measure each --families' training FLOP/s on this machine at --threads (run it alone), "
+                             "write FILE, and exit")
+    parser.add_argument("--pace-seconds", type=float, default=60.0, help="--measure-pace: training seconds per family")
     parser.add_argument("--jobs", type=int, default=1, help="jobs side by side (threads are split among them)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads in all (default: the cores)")
     parser.add_argument("--probe-steps", type=int, default=20, help="training steps of each family's speed probe")
@@ -627,6 +740,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--compare-only", action="store_true", help="only run `genbench compare` over finished jobs")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.eval_every=100")
     args = parser.parse_intermixed_args(argv)
+    args.command = "python scripts/trilemma.py " + " ".join(sys.argv[1:] if argv is None else argv)
     for flag in ("jobs", "threads", "probe_steps", "probe_samples", "nfe_samples"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be at least 1")
@@ -641,8 +755,9 @@ def parse_args(argv: list[str] | None):
         raise UsageError("--nfe-steps: 0 steps draws nothing; write e.g. --nfe-steps 10,20,50,100")
     args.nfe_seeds = parse_seeds(args.nfe_seeds, "--nfe-seeds")
     args.nfe_families = parse_families(args.nfe_families, "--nfe-families")
-    return args, make_jobs(parse_families(args.families), parse_seeds(args.seeds),
-                           parse_budgets(args.budgets, args.flops, args.time))
+    families = parse_families(args.families)
+    pace = args.pace_info = read_pace(args.pace, families) if args.pace else None
+    return args, make_jobs(families, parse_seeds(args.seeds), parse_budgets(args.budgets, args.flops, args.time, pace))
 
 
 def plan(args, jobs: list[Job], children: Children, threads: int):
@@ -667,6 +782,9 @@ def plan(args, jobs: list[Job], children: Children, threads: int):
         except Exception as e:  # what the preflight leaves to Hydra
             raise UsageError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         settings[(job.family, job.budget)] = run_settings(cfg)
+        if job.budget.pace and args.pace_info["settings"][job.family] != pace_settings(cfg):
+            raise UsageError(f"--pace {args.pace}: {job.family}'s pace was measured with other settings than its jobs "
+                             f"have now (model, data, optimizer or batch size); measure again with --measure-pace FILE")
         sampler = cfg.model.get("sampler") if "model" in cfg else None
         default_steps[job.family] = int(sampler.steps) if sampler is not None and sampler.get("steps") else None
         if job.family in speeds:
@@ -717,6 +835,10 @@ def print_plan(args, rows, speed_text: list[str], threads: int, cells: list[tupl
           f"in {args.root}; {len(rows) - len(todo)} done, {len(todo)} to run, {args.jobs} at a time, {threads} thread(s) each")
     print(" ".join(["every job: genbench train experiment=trilemma model=<family> seed=<seed> <budget>", *args.overrides,
                     f"threads={threads} hydra.run.dir={args.root}/<budget>/<family>-seed<seed>"]))
+    for budget in dict.fromkeys(j.budget for j, _, _ in rows if j.budget.pace):
+        print(f"{budget.name}: {fmt_s(budget.value)} of training at the pace measured in {args.pace} "
+              f"({args.pace_info['about']}): " + ", ".join(f"{f} {budget.value * r:.3g} FLOPs" for f, r in budget.pace
+                                                          if f in {j.family for j, _, _ in rows}))
     print("\n".join(plan_table(rows)))
     if cells:
         runs = list(dict.fromkeys(c.job.name for c, _ in cells))
@@ -928,6 +1050,8 @@ def main(argv: list[str] | None = None) -> int:
     with Children() as children:
         try:
             args, jobs = parse_args(argv)
+            if args.measure_pace:
+                return measure_pace(args, children)
             threads = max(1, args.threads // args.jobs)
             if args.compare_only:
                 archive(args, jobs, threads)

@@ -60,7 +60,7 @@ def test_jobs_are_budgets_x_families_x_seeds_in_fixed_folders(tmp_path):
     overrides = jobs[4].overrides(tmp_path, ["trainer.eval_every=100"], threads=1)
     assert overrides == ["experiment=trilemma", "model=vae", "seed=1", "trainer.eval_every=100", "trainer.max_time=null",
                          "trainer.max_flops=1.85e+14", "threads=1", f"hydra.run.dir={tmp_path / 'flops-1.85e14' / 'vae-seed1'}"]
-    assert jobs[-1].budget.overrides() == ["trainer.max_time=90", "trainer.max_flops=null"]
+    assert jobs[-1].budget.overrides("gan") == ["trainer.max_time=90", "trainer.max_flops=null"]
     assert tri.Budget("flops", 2e9).name == "flops-2e9"
 
 
@@ -442,3 +442,89 @@ def test_a_scored_run_is_archived_once_and_again_when_its_records_change(tmp_pat
     tri.archive(args, jobs, 1)
     assert "time-5s/gan-seed0: archived into" in capsys.readouterr().out
     assert (jobs[0].run_dir(kept) / "metrics.json").read_bytes() == (jobs[0].run_dir(root) / "metrics.json").read_bytes()
+
+
+# ---- pace: a time budget as each family's FLOPs ------------------------------------------------------------------
+def test_pace_is_the_flop_rate_after_the_first_fifth_of_steps():
+    from genbench.report.events import Point
+
+    seconds = {s: 0.5 * s + 3.0 for s in range(1, 11)} | {1: 2.0}  # step 1 took 2 s: warm-up
+    scalars = {"perf/train_flops": [Point(s, 1e9 * s, 0.0) for s in range(1, 11)],
+               "perf/train_time_s": [Point(s, t, 0.0) for s, t in seconds.items()]}
+    assert tri.pace_from_scalars(scalars) == (pytest.approx(2e9), 7, pytest.approx(3.5))  # steps 3 -> 10
+    with pytest.raises(ValueError, match="raise --pace-seconds"):
+        tri.pace_from_scalars({k: v[:2] for k, v in scalars.items()})
+
+
+def write_pace(path: Path, rates: dict, settings: dict | None = None) -> Path:
+    path.write_text(json.dumps({"format": 1, "rates": rates, "settings": settings or {f: "x" for f in rates},
+                                "threads": 2, "machine": {"cpu_model": "Test CPU"}, "created": "2026-12-02"}))
+    return path
+
+
+def test_a_paced_time_budget_gives_each_family_its_flops_in_that_time(tmp_path):
+    pace = write_pace(tmp_path / "pace.json", {"gan": 1e10, "vae": 4e10})
+    args, jobs = tri.parse_args(["--root", str(tmp_path), "--families", "gan,vae", "--seeds", "0", "--budgets", "time,flops",
+                                 "--time", "10m", "--flops", "1e9", "--pace", str(pace)])
+    paced = jobs[0].budget
+    assert paced.name.startswith("time-10m-pace") and len(paced.name) == len("time-10m-pace") + 6
+    assert [j.budget.overrides(j.family) for j in jobs[:2]] == [["trainer.max_time=null", "trainer.max_flops=6e+12"],
+                                                                ["trainer.max_time=null", "trainer.max_flops=2.4e+13"]]
+    assert jobs[2].budget.overrides("gan") == ["trainer.max_time=null", "trainer.max_flops=1e+09"]  # flops: unpaced
+    assert jobs[0].run_dir(tmp_path).parent.name == paced.name  # its own folder: never mixed with a wall-clock time-10m
+    other = write_pace(tmp_path / "other.json", {"gan": 2e10, "vae": 4e10})
+    _, again = tri.parse_args(["--families", "gan,vae", "--budgets", "time", "--pace", str(other)])
+    assert again[0].budget.name != paced.name  # another pace: another folder
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "no such file or directory.*--measure-pace"),
+    ("{not json", "not a --measure-pace file"),
+    (json.dumps({"rates": {"gan": 1e10}, "settings": {"gan": "x"}}), "has no pace of vae; measure it with --measure-pace FILE --families vae"),
+])
+def test_a_bad_pace_file_is_one_line(tmp_path, capsys, content, says):
+    pace = tmp_path / "pace.json"
+    if content is not None:
+        pace.write_text(content)
+    assert tri.main(["--families", "gan,vae", "--budgets", "time", "--pace", str(pace), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and __import__("re").search(says, err, flags=__import__("re").I), err
+
+
+def test_a_pace_measured_with_other_settings_is_refused(tmp_path, capsys):
+    root, extra = tmp_path / "sweep", [*TINY, f"data.root={tmp_path / 'data'}"]
+    cfg = tri.compose(tri.Job(tri.Budget("time", 60), "gan", 0).overrides(root, extra, threads=1))
+    pace = write_pace(tmp_path / "pace.json", {"gan": 1e9}, {"gan": tri.pace_settings(cfg)})
+    argv = ["--root", str(root), "--families", "gan", "--seeds", "0", "--budgets", "time", "--time", "1m", "--threads", "1",
+            "--no-probe", "--dry-run", "--pace", str(pace)]
+    assert tri.main([*argv, *extra]) == 0
+    out = capsys.readouterr().out
+    assert f"of training at the pace measured in {pace} (Test CPU, 2 thread(s), 2026-12-02): gan 6e+10 FLOPs" in out
+    assert tri.main([*argv, *extra, "trainer.batch_size=4"]) == 2
+    assert "gan's pace was measured with other settings" in capsys.readouterr().err
+
+
+PACE_CHILD = r"""
+import sys
+from torch.utils.tensorboard import SummaryWriter
+run_dir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("hydra.run.dir="))
+assert "eval.at_end=false" in sys.argv and "trainer.max_time=7" in sys.argv and "trainer.eval_every=0" in sys.argv
+rate = {"model=gan": 3e9, "model=vae": 5e9}[next(a for a in sys.argv if a.startswith("model="))]
+with SummaryWriter(run_dir + "/tb") as w:
+    for step in range(1, 21):
+        w.add_scalar("perf/train_time_s", 0.1 * step, step)
+        w.add_scalar("perf/train_flops", rate * 0.1 * step, step)
+"""
+
+
+def test_measure_pace_writes_each_familys_rate_and_the_machine(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tri, "genbench", lambda verb, *args: [sys.executable, "-c", PACE_CHILD, verb, *args])
+    out = tmp_path / "pace.json"
+    assert tri.main(["--measure-pace", str(out), "--families", "gan,vae", "--pace-seconds", "7", "--threads", "1",
+                     "--root", str(tmp_path / "root"), *TINY]) == 0
+    record = json.loads(out.read_text())
+    assert record["rates"] == {"gan": pytest.approx(3e9), "vae": pytest.approx(5e9)}
+    assert record["detail"]["gan"]["steps_timed"] == 15 and record["threads"] == 1 and record["machine"]["cpu_model"]
+    assert "--measure-pace" in record["command"] and f"use it with --pace {out}" in capsys.readouterr().out
+    pace = tri.read_pace(out, ["gan", "vae"])
+    assert pace["rates"] == record["rates"] and pace["settings"] == record["settings"]
