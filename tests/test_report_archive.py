@@ -116,3 +116,26 @@ def test_an_unscored_run_is_not_archived(tmp_path: Path):
     with pytest.raises(ValueError, match=r"no headline record.*genbench eval run_dir="):
         archive_run(run, tmp_path / "archive", grid_samples=0)
     assert not (tmp_path / "archive").exists()
+
+
+def test_long_scalar_logs_are_thinned_but_every_evaluation_step_reads_back_exactly(tmp_path: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from genbench.report.archive import SCALAR_POINTS
+    from genbench.report.events import value_at
+
+    run = make_run(tmp_path, "run", "vae", 0, make_record(20.0))
+    evals = [200, 300, 450, 675, 1013]
+    with SummaryWriter(str(run / "tb")) as w:  # a long run: 1,000 logged steps; an evaluation off the even grid
+        for step in range(10, 10_001, 10):
+            w.add_scalar("train/loss", 1.0 / step, step)
+            w.add_scalar("perf/train_flops", 3e9 * step + step % 7, step)
+        for step in evals:
+            w.add_scalar("eval_during/fid", 1e4 / step, step)
+    archive_run(run, tmp_path / "kept", grid_samples=0)
+    before, after = read_scalars(run / "tb"), read_scalars(tmp_path / "kept" / "tb")
+    assert len(after["train/loss"]) <= SCALAR_POINTS + 2 * len(evals) and after["train/loss"][-1] == before["train/loss"][-1]
+    assert after["eval_during/fid"] == before["eval_during/fid"]
+    assert set(p.step for p in after["train/loss"]) <= set(p.step for p in before["train/loss"])
+    assert np.array_equal(value_at(after, "perf/train_flops", evals), value_at(before, "perf/train_flops", evals))
+    assert read_run(tmp_path / "kept").curve_flops == read_run(run).curve_flops

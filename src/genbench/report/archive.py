@@ -7,7 +7,9 @@ between sessions; its archived runs are kept, and compare reads an archived run 
     metrics.json                           copied: every record (the headline, FID-against-NFE cells)
     eval/memorisation.png                  copied: the headline evaluation's memorisation panel
     tb/                                    the scalars only (what read_scalars returns: one value per tag and
-                                           step, with its wall time); sample grids and HParams are dropped
+                                           step, with its wall time), at most SCALAR_POINTS per tag (thin):
+                                           every evaluation's step is kept, so the FID curves and their
+                                           seconds and FLOPs read back exactly; grids and HParams are dropped
     eval/fixed_noise-n<N>-seed<S>.png      samples from fixed noise (grid_png), drawn from the EMA weights now
                                            (compare's defaults: 16 samples, seed 0), for compare's samples.png
 
@@ -17,6 +19,7 @@ never leaves half a run where compare would read it.
 
 from __future__ import annotations
 
+import bisect
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +29,7 @@ import torch
 from genbench.records import METRICS_FILE, headline_record
 from genbench.report.events import read_scalars
 
+SCALAR_POINTS = 256  # per tag in an archived tb/, besides the evaluation steps (a VAE logs 2,000 points a tag)
 COPIED = (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", METRICS_FILE, "eval/memorisation.png")
 
 
@@ -52,6 +56,24 @@ def save_png(grid: torch.Tensor, path: Path) -> None:
 
     pixels = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     Image.fromarray(pixels, "RGB").save(path)
+
+
+def thin(scalars: dict, keep: set[int], most: int = SCALAR_POINTS) -> dict:
+    """Each tag's points cut to `most`, evenly spaced by index (the first and last among them), plus the points at
+    and around each step in `keep` (the last at or before it, the first at or after it), so that
+    events.value_at interpolates any tag at those steps exactly as from the full log."""
+    out = {}
+    for tag, points in scalars.items():
+        if len(points) <= most:
+            out[tag] = list(points)
+            continue
+        steps = [p.step for p in points]
+        chosen = {round(i * (len(points) - 1) / (most - 1)) for i in range(most)}
+        for k in keep:
+            i = bisect.bisect_left(steps, k)
+            chosen.update(j for j in (i - 1, i) if 0 <= j < len(points))
+        out[tag] = [p for i, p in enumerate(points) if i in chosen]
+    return out
 
 
 def write_scalars(scalars: dict, tb_dir: Path) -> None:
@@ -85,7 +107,9 @@ def archive_run(run: Path, dest: Path, grid_samples: int = 16, grid_seed: int = 
             if (run / name).is_file():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run / name, tmp / name)
-        write_scalars(read_scalars(run / "tb"), tmp / "tb")
+        scalars = read_scalars(run / "tb")
+        evaluated = {p.step for tag, points in scalars.items() if tag.startswith("eval") for p in points}
+        write_scalars(thin(scalars, evaluated), tmp / "tb")
         if grid_samples and (run / "checkpoints" / "last.pt").is_file():
             (tmp / "eval").mkdir(exist_ok=True)
             save_png(fixed_noise_grid(run, grid_samples, grid_seed, device), tmp / grid_png(grid_samples, grid_seed))
