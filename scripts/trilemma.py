@@ -76,6 +76,7 @@ from typing import Callable, Literal, get_args
 
 from genbench import CONF_DIR
 from genbench.atomic import atomic_write
+from genbench.report.pace import pace_settings
 from genbench.runtime import parse_duration, parse_flops
 from genbench.validate import did_you_mean
 
@@ -546,18 +547,6 @@ def run_probe(children: Children, family: str, overrides: list[str], run_dir: Pa
 
 
 # ---- pace: a time budget as FLOPs ---------------------------------------------------------------------------
-def pace_settings(cfg) -> str:
-    """A hash of what sets a training step's cost besides the machine and its threads: model, data (not where it
-    lives), optimizer, batch size, precision, compile."""
-    from omegaconf import OmegaConf
-
-    t = cfg.trainer
-    settings = {"trainer": {k: t.get(k) for k in ("batch_size", "precision", "compile")},
-                **{k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim") if k in cfg}}
-    settings.get("data", {}).pop("root", None)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def pace_from_scalars(scalars: dict) -> tuple[float, int, float]:
     """(training FLOP/s, steps timed, seconds timed) from a run's perf/train_flops and perf/train_time_s, logged
     every step, after its first fifth of steps (warm-up: allocation, oneDNN's kernel choice)."""
@@ -619,22 +608,13 @@ def measure_pace(args, children: Children) -> int:
 
 
 def read_pace(path: Path, families: list[str]) -> dict:
-    """A --measure-pace file: {"id": a hash of it, "rates": {family: FLOP/s}, "settings": {family: pace_settings}}."""
+    """--pace FILE (genbench.report.pace.read_pace); a bad file is one UsageError line."""
+    from genbench.report.pace import PaceError, read_pace as read
+
     try:
-        data = path.read_bytes()
-        record = json.loads(data)
-        rates, settings = dict(record["rates"]), dict(record["settings"])
-    except OSError as e:
-        raise UsageError(f"--pace {path}: {e.strerror or e}; make it with --measure-pace {path} on the machine alone") from None
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"--pace {path}: not a --measure-pace file; make one with --measure-pace {path}") from None
-    missing = [f for f in families if f not in rates]
-    if missing:
-        raise UsageError(f"--pace {path} has no pace of {', '.join(missing)}; measure it with --measure-pace FILE "
-                         f"--families {','.join(missing)} (on the machine alone)")
-    machine = record.get("machine") or {}
-    about = f"{machine.get('cpu_model', '?')}, {record.get('threads', '?')} thread(s), {record.get('created', '?')}"
-    return {"id": hashlib.sha256(data).hexdigest()[:6], "rates": rates, "settings": settings, "about": about}
+        return read(path, families)
+    except PaceError as e:
+        raise UsageError(f"--pace {e}") from None
 
 
 # ---- the plan ----------------------------------------------------------------------------------------------
@@ -782,7 +762,7 @@ def plan(args, jobs: list[Job], children: Children, threads: int):
         except Exception as e:  # what the preflight leaves to Hydra
             raise UsageError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         settings[(job.family, job.budget)] = run_settings(cfg)
-        if job.budget.pace and args.pace_info["settings"][job.family] != pace_settings(cfg):
+        if job.budget.pace and args.pace_info["settings"][job.family] != pace_settings(cfg):  # genbench.report.pace
             raise UsageError(f"--pace {args.pace}: {job.family}'s pace was measured with other settings than its jobs "
                              f"have now (model, data, optimizer or batch size); measure again with --measure-pace FILE")
         sampler = cfg.model.get("sampler") if "model" in cfg else None

@@ -479,8 +479,8 @@ def test_a_paced_time_budget_gives_each_family_its_flops_in_that_time(tmp_path):
 
 @pytest.mark.parametrize("content, says", [
     (None, "no such file or directory.*--measure-pace"),
-    ("{not json", "not a --measure-pace file"),
-    (json.dumps({"rates": {"gan": 1e10}, "settings": {"gan": "x"}}), "has no pace of vae; measure it with --measure-pace FILE --families vae"),
+    ("{not json", "not a pace file; make one with `python scripts/trilemma.py --measure-pace"),
+    (json.dumps({"rates": {"gan": 1e10}, "settings": {"gan": "x"}}), "has no pace of vae; measure it with .*--measure-pace FILE --families vae"),
 ])
 def test_a_bad_pace_file_is_one_line(tmp_path, capsys, content, says):
     pace = tmp_path / "pace.json"

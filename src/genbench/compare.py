@@ -2,7 +2,8 @@
 
 1. Find the runs (a sweep's missing jobs are named).
 2. Read each run's headline record (and the records re-scoring its weights with other samplers), .hydra/ and
-   tb/; a run that cannot be read is skipped, with the reason.
+   tb/; a run that cannot be read is skipped, with the reason. With --pace FILE, time each run at the pace
+   measured there (training FLOPs / its family's rate) instead of by its own clock.
 3. Group the runs into variants (same overrides, protocol, sampler and NFE; seeds averaged), with the total
    cost of training plus generating runs.COST_IMAGES (10,000) images.
 4. Check each run's record against its own tb/, and that it has a memorisation panel.
@@ -19,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from genbench.report import crossings, nfe, plots, runs, verdicts, writers
+from genbench.report import crossings, nfe, pace, plots, runs, verdicts, writers
 from genbench.runtime import resolve_device
 
 
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--out", type=Path, help="output folder; default: the folder given, if one, else ./compare")
     parser.add_argument("--grid-samples", type=int, default=16, help="samples per variant in samples.png (0: no grid)")
     parser.add_argument("--grid-seed", type=int, default=0, help="seed of the fixed noise of samples.png")
+    parser.add_argument("--pace", type=Path, help="a pace file (python scripts/trilemma.py --measure-pace FILE): training "
+                        "seconds become training FLOPs / each family's rate there, as if every run had the machine "
+                        "it measured to itself")
     parser.add_argument("--device", default="cpu", help="where samples.png is drawn: cpu, cuda, cuda:1, auto")
     args = parser.parse_args(argv)
     if args.grid_samples < 0:
@@ -44,6 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, RuntimeError) as e:
         why = "no CUDA device is visible here" if args.device.startswith("cuda") else str(e).splitlines()[0]
         parser.error(f"--device={args.device}: {why}; use --device cpu or auto")
+    try:
+        paced = pace.read_pace(args.pace) if args.pace else None
+    except pace.PaceError as e:
+        parser.error(f"--pace {e}")
     out = args.out or (Path(args.paths[0]) if len(args.paths) == 1 and Path(args.paths[0]).is_dir() else Path("compare"))
     command = "genbench compare " + " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -52,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     # 2. read them
     found, failed, unread = runs.read_runs(dirs)
     problems += unread
+    if paced:
+        problems += pace.apply_pace(found, paced)
     if not found:
         print("genbench compare: error: no run could be compared:\n  " +
               "\n  ".join(problems or [f"no runs under {' '.join(args.paths)}"]), file=sys.stderr)
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         writers.write_csvs(variants, out, pairs, nfe_rows)
         written = plots.plot_all(variants, out, args.grid_samples, args.grid_seed, device, nfe_rows)
         writers.write_text(out / "compare.md", writers.markdown(variants, judged, main_protocol, problems, command, written,
-                                                                pairs, nfe_rows))
+                                                                pairs, nfe_rows, paced))
     except OSError as e:  # an unwritable or full output folder
         print(f"genbench compare: error: cannot write into {out}: {str(e).splitlines()[0]}; pick another with -o",
               file=sys.stderr)

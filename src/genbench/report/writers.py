@@ -109,7 +109,7 @@ def nfe_section(rows: list[NfeRow]) -> list[str]:
 
 
 def markdown(variants: list[Variant], verdicts: list[str], main: str, problems: list[str], command: str,
-             plots: list[str], pairs: list[crossings.Pair] = (), nfe_rows: list[NfeRow] = ()) -> str:
+             plots: list[str], pairs: list[crossings.Pair] = (), nfe_rows: list[NfeRow] = (), pace: dict | None = None) -> str:
     runs: list[Run] = [r for v in variants for r in v.runs]
     bounds = sorted({f"{r.family}: {r.nll_bound}" for r in runs if r.nll_bound})
     lines = [
@@ -137,6 +137,10 @@ def markdown(variants: list[Variant], verdicts: list[str], main: str, problems: 
         "network (a GAN's discriminator included). Total PFLOPs and total s: the cost of training plus generating "
         f"{COST_IMAGES:,} images (training FLOPs + {COST_IMAGES:,} x sampling FLOPs/image; training seconds + "
         f"{COST_IMAGES:,} / sampling img/s, on the machine each run was measured on).", "",
+        *([f"**Timed at a pace** (`--pace`, {pace['about']}): every training second here (the table, the curves "
+           "against time and their crossings) is the run's training FLOPs / its family's training FLOP/s measured "
+           "there with the machine to itself, not the run's own clock; sampling img/s are as measured.", ""]
+          if pace else []),
         *protocol_section(variants, main),
         "## Verdicts", "", *(f"- {v}" for v in verdicts), "", RULES, "",
         *crossings_section(list(pairs), variants, main),
