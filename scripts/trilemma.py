@@ -1017,7 +1017,8 @@ def compare(args, jobs: list[Job], children: Children) -> int:
         out = args.root / f"compare_{budget.name}"
         print(f"compare {budget.name}: {len(done)} finished job(s) -> {out}"
               + (f" (not finished: {', '.join(missing)})" if missing else ""), flush=True)
-        children.start(f"compare {budget.name}", genbench("compare", *(str(j.where(args.root, args.archive)) for j in done), "-o", str(out)),
+        children.start(f"compare {budget.name}", genbench("compare", *(str(j.where(args.root, args.archive)) for j in done), "-o", str(out),
+                                                          *(["--pace", str(args.pace)] if args.pace else [])),
                        args.threads, None)
         ((_, status),) = children.wait_one()
         worst = max(worst, status)

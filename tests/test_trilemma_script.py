@@ -423,6 +423,10 @@ def test_an_archived_job_is_done_and_compared_from_its_archive(tmp_path, fake_ge
     with tri.Children() as children:
         assert tri.compare(args, jobs, children) == 0
     assert called == [("compare", str(dif.run_dir(kept)), str(vae.run_dir(root)), "-o", str(root / "compare_time-5s"))]
+    args.pace = tmp_path / "pace.json"  # a paced sweep times its compare at that pace too
+    with tri.Children() as children:
+        tri.compare(args, jobs, children)
+    assert called[-1][-2:] == ("--pace", str(tmp_path / "pace.json"))
 
 
 def test_a_scored_run_is_archived_once_and_again_when_its_records_change(tmp_path, capsys):
