@@ -38,7 +38,7 @@ train: install
 # each job's state and an ETA for this machine first; re-run it after a Ctrl-C to resume (finished jobs are skipped). `make trilemma ARGS="--dry-run"` shows the plan only;
 # `make trilemma ARGS="--help"` lists the flags (--families, --seeds, --budgets, --flops, --time, --jobs, ...).
 trilemma: install
-	$(BIN)/python scripts/trilemma.py --archive docs/trilemma/runs $(ARGS)
+	$(BIN)/python scripts/trilemma.py --archive docs/trilemma/runs --pace docs/trilemma/pace.json $(ARGS)
 
 # One pytest worker per core (pytest-xdist): the default suite takes about a minute on 2 cores.
 # `make test ARGS="-n 0 tests/test_cli.py"` runs one file in this process.
