@@ -406,7 +406,7 @@ def probe_key(cfg, threads: int, probe_steps: int, probe_samples: int) -> tuple[
     from omegaconf import OmegaConf
 
     t = cfg.trainer
-    settings = {"machine": machine_key(t.device), "threads": threads, "probe": [probe_steps, probe_samples],
+    settings = {"machine": machine_key(t.device), "threads": threads, "probe": [probe_steps, probe_samples, "2 evaluations"],
                 "trainer": {k: t.get(k) for k in ("batch_size", "precision", "device", "compile", "ema_profiles")},
                 **{k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "eval") if k in cfg}}
     settings.get("data", {}).pop("root", None)  # where the files are does not change the speed
@@ -414,11 +414,23 @@ def probe_key(cfg, threads: int, probe_steps: int, probe_samples: int) -> tuple[
     return hashlib.sha256(text.encode()).hexdigest()[:12], json.loads(text)
 
 
+def eval_parts(record: dict) -> tuple[int, float, float]:
+    """(samples, sampling s, scoring s) of an evaluation record; scoring leaves out filling the feature cache,
+    which a machine's first evaluation does once (timings_s.reference_features)."""
+    t = record.get("timings_s") or {}
+    return (record.get("num_generated") or 0, t.get("sampling") or 0.0,
+            (t.get("metrics") or 0.0) - (t.get("reference_features") or 0.0))
+
+
 def speed_from_probe(run_dir: Path, wall_s: float, probe_samples: int) -> Speed:
     """A probe's Speed, from its checkpoint, its TensorBoard perf/train_time_s (logged every step; the first
-    fifth of the steps is warm-up and not timed) and the timings of its evaluation record."""
+    fifth of the steps is warm-up and not timed) and the timings of its evaluation records. With a second,
+    larger evaluation (probe_eval_overrides), the per-image costs are the slope between the two, so that what
+    an evaluation costs whatever its size (the nearest neighbours of the test images, precision/recall's
+    reference radii) is its fixed cost, not spread over the probe's few images; else they are the one
+    evaluation's seconds / its images. `wall_s`: the `genbench train` process's."""
     from genbench.checkpoint import load_checkpoint
-    from genbench.records import headline_record
+    from genbench.records import headline_record, load_records
     from genbench.report.events import read_scalars
 
     state = load_checkpoint(run_dir)
@@ -431,14 +443,18 @@ def speed_from_probe(run_dir: Path, wall_s: float, probe_samples: int) -> Speed:
     per_image = (state.get("compute") or {}).get("train_flops_per_image")
     batch = state["config"]["trainer"]["batch_size"]
     record = headline_record(run_dir) or {}
-    timings = record.get("timings_s") or {}
-    sample_s, metrics_s = timings.get("sampling") or 0.0, timings.get("metrics") or 0.0
-    fill_s = timings.get("reference_features") or 0.0  # a first evaluation on a machine fills the feature cache, once
-    score_s = metrics_s - fill_s
+    n1, sample_s, score_s = eval_parts(record)
+    larger = [eval_parts(r) for r in load_records(run_dir)[1].values() if (r.get("num_generated") or 0) > n1]
+    if larger:
+        n2, sample2, score2 = max(larger)
+        sample_pi, score_pi = max((sample2 - sample_s) / (n2 - n1), 0.0), max((score2 - score_s) / (n2 - n1), 0.0)
+    else:
+        sample_pi, score_pi = sample_s / probe_samples, score_s / probe_samples
     eval_wall = record.get("eval_wall_time_s") or 0.0
+    fill_s = (record.get("timings_s") or {}).get("reference_features") or 0.0
     return Speed(s_per_step=s_per_step, flops_per_step=per_image * batch if per_image else None,
-                 sample_s_per_image=sample_s / probe_samples, score_s_per_image=score_s / probe_samples,
-                 eval_fixed_s=max(eval_wall - sample_s - metrics_s, 0.0),
+                 sample_s_per_image=sample_pi, score_s_per_image=score_pi,
+                 eval_fixed_s=max(eval_wall - fill_s - (n1 or probe_samples) * (sample_pi + score_pi), 0.0),
                  startup_s=max(wall_s - train_time - eval_wall, 0.0))
 
 
@@ -455,6 +471,17 @@ def probe_overrides(base: list[str], cfg, probe_steps: int, probe_samples: int, 
                 f"eval.metrics.kid_subset_size={min(m.kid_subset_size, probe_samples)}",
                 f"eval.metrics.isc_splits={min(m.isc_splits, probe_samples)}"]
     return out
+
+
+def probe_eval_overrides(base: list[str], cfg, probe_samples: int, run_dir: Path) -> list[str] | None:
+    """`genbench eval` of the probe's weights on 2 x probe_samples samples, with the metric settings of its first
+    evaluation (and the eval.* overrides among `base`); None when the jobs do not evaluate."""
+    if "eval" not in cfg or cfg.eval is None:
+        return None
+    m, mine = cfg.eval.metrics, ("eval.num_samples=", "eval.metrics.kid_subset_size=", "eval.metrics.isc_splits=", "eval.at_end=")
+    return [f"run_dir={run_dir}", *(o for o in base if o.lstrip("+~").startswith("eval.") and not o.startswith(mine)),
+            f"eval.num_samples={2 * probe_samples}", f"eval.metrics.kid_subset_size={min(m.kid_subset_size, probe_samples)}",
+            f"eval.metrics.isc_splits={min(m.isc_splits, probe_samples)}"]
 
 
 def load_probes(root: Path) -> dict:
@@ -527,8 +554,9 @@ def genbench(*args: str) -> list[str]:
 
 
 def run_probe(children: Children, family: str, overrides: list[str], run_dir: Path, threads: int,
-              probe_samples: int) -> Speed | None:
-    """One probe, in run_dir (removed before and after; its console output kept in run_dir.log)."""
+              probe_samples: int, second: list[str] | None = None) -> Speed | None:
+    """One probe, in run_dir (removed before and after; its console output kept in run_dir.log): `genbench train`
+    with `overrides`, then `genbench eval` with `second` (a larger evaluation; none when None)."""
     shutil.rmtree(run_dir, ignore_errors=True)
     log = run_dir.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -541,6 +569,12 @@ def run_probe(children: Children, family: str, overrides: list[str], run_dir: Pa
         if children.stop_signal is None:
             print(f"trilemma: the probe of {family} failed (exit {status}); its output: {log}", file=sys.stderr)
         return None
+    if second is not None and children.stop_signal is None:
+        children.start(f"probe {family} (evaluation)", genbench("eval", *second), threads, log)
+        ((_, status),) = children.wait_one()
+        if status != 0 and children.stop_signal is None:  # the one evaluation still gives an estimate
+            print(f"trilemma: warning: the probe's second evaluation of {family} failed (exit {status}); see {log}",
+                  file=sys.stderr)
     speed = speed_from_probe(run_dir, wall, probe_samples)
     shutil.rmtree(run_dir, ignore_errors=True)
     return speed
@@ -664,8 +698,9 @@ def speed_lines(speeds: dict[str, tuple[Speed, dict]]) -> list[str]:
 
 BASIS = """\
 ETA basis: each family's costs were measured on this machine by a probe (`genbench train` with the jobs' settings
-and threads for {steps} steps, timed from TensorBoard's perf/train_time_s after the first fifth as warm-up, then one
-evaluation of {samples} samples; cached in {probes} per machine, threads and config). Per job:
+and threads for {steps} steps, timed from TensorBoard's perf/train_time_s after the first fifth as warm-up, then
+evaluations of {samples} and twice as many samples, whose difference gives the costs per image and the rest a fixed
+cost; cached in {probes} per machine, threads and config). Per job:
   training   = steps to the first budget x measured s/step; the steps are the time budget / s/step (time budgets,
                whose training time is the budget itself) or the FLOPs left / the counted FLOPs per step (flop budgets)
   evaluation = (eval.during_training.num_samples at each step of the trainer.eval_every / eval_growth grid
@@ -778,7 +813,7 @@ def plan(args, jobs: list[Job], children: Children, threads: int):
                   f"samples ({threads} thread(s); output in {run_dir}.log) ...", flush=True)
             t0 = time.perf_counter()
             speed = run_probe(children, job.family, probe_overrides(overrides, cfg, args.probe_steps, args.probe_samples, run_dir),
-                              run_dir, threads, args.probe_samples)
+                              run_dir, threads, args.probe_samples, probe_eval_overrides(overrides, cfg, args.probe_samples, run_dir))
             if speed is not None:
                 now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
                 entry = {"family": job.family, "measured": now, "probe_wall_s": time.perf_counter() - t0,

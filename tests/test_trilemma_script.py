@@ -223,6 +223,13 @@ def test_speed_from_a_probe_folder(tmp_path):
     speed = tri.speed_from_probe(tmp_path, wall_s=9.0, probe_samples=50)
     assert speed == tri.Speed(s_per_step=0.2, flops_per_step=8e6, sample_s_per_image=0.02, score_s_per_image=0.01,
                               eval_fixed_s=0.5, startup_s=5.0)
+    # a second evaluation of twice the samples: the per-image costs are the slope, the rest of the first is fixed
+    add_record(tmp_path, {"metrics": {"fid": 1.0}, "checkpoint_step": 10, "num_generated": 100, "protocol": {"id": "t2"},
+                          "timings_s": {"sampling": 1.5, "metrics": 0.6, "likelihood": 0.25}, "eval_wall_time_s": 2.6})
+    speed = tri.speed_from_probe(tmp_path, wall_s=9.0, probe_samples=50)
+    assert (speed.sample_s_per_image, speed.score_s_per_image) == (pytest.approx(0.01), pytest.approx(0.002))
+    assert speed.eval_fixed_s == pytest.approx(2.0 - 50 * 0.012) and speed.startup_s == 5.0
+    (tmp_path / "metrics.json").unlink()
     # the probe that filled this machine's feature cache: that part of its scoring happens once, so no job pays it
     add_record(tmp_path, {"metrics": {"fid": 1.0}, "checkpoint_step": 10, "num_generated": 50, "protocol": {"id": "t"},
                           "timings_s": {"sampling": 1.0, "metrics": 30.5, "likelihood": 0.25, "reference_features": 30.0},
