@@ -752,7 +752,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--nfe-samples", type=int, default=1000, help="FID against NFE: samples per cell")
     parser.add_argument("--no-probe", action="store_true", help="no probes: the ETA only where one is cached")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its ETA, then exit")
-    parser.add_argument("--compare-only", action="store_true", help="only run `genbench compare` over finished jobs")
+    parser.add_argument("--compare-only", action="store_true", help="only archive (--archive) and `genbench compare` the finished jobs")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. trainer.eval_every=100")
     args = parser.parse_intermixed_args(argv)
     args.command = "python scripts/trilemma.py " + " ".join(sys.argv[1:] if argv is None else argv)
