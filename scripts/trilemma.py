@@ -759,6 +759,8 @@ def parse_args(argv: list[str] | None):
     for flag in ("jobs", "threads", "probe_steps", "probe_samples", "nfe_samples"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be at least 1")
+    if not args.pace_seconds > 0:
+        raise UsageError(f"--pace-seconds={args.pace_seconds:g} must be positive, e.g. --pace-seconds 60")
     if args.probe_steps < 2:
         raise UsageError(f"--probe-steps={args.probe_steps}: a probe needs at least 2 steps (the first is warm-up)")
     if args.jobs > args.threads:

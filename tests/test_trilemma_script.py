@@ -83,6 +83,7 @@ def test_jobs_are_budgets_x_families_x_seeds_in_fixed_folders(tmp_path):
     (["--nfe-steps", "10,x"], "--nfe-steps: 'x' is not a non-negative integer; write e.g. --nfe-steps 10,20,50,100"),
     (["--nfe-families", "difusion"], "--nfe-families: 'difusion' is not a model of conf/model/"),
     (["--nfe-samples", "0"], "--nfe-samples=0 must be at least 1"),
+    (["--measure-pace", "p.json", "--pace-seconds", "0"], "--pace-seconds=0 must be positive"),
 ])
 def test_bad_input_fails_in_one_line_before_any_work(tmp_path, capsys, argv, says):
     root = tmp_path / "sweep"
