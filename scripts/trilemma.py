@@ -48,7 +48,7 @@ At the end (and with --compare-only) `genbench compare` writes <root>/compare_<b
 compare.csv, plots, verdicts) over each budget's finished jobs.
 
 --archive DIR keeps each job's record once it is scored, in DIR/<budget>/<family>-seed<S>: .hydra/, metrics.json
-(with its FID-against-NFE records), tb/'s scalars, the memorisation panel and samples from compare's fixed noise,
+(with its FID-against-NFE records), tb/'s scalars as text, the memorisation panel and samples from compare's fixed noise,
 but no weights (genbench.report.archive), small enough for git. A job archived there counts as done even where
 its run folder is gone, and compare reads the archive in its place: a sweep longer than one machine's lease goes
 on from the runs kept, on another machine. `make trilemma` archives into docs/trilemma/runs, and

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from genbench.compare import main
 from genbench.report import plots
-from genbench.report.archive import archive_run, grid_png
+from genbench.report.archive import SCALARS_FILE, archive_run, grid_png, run_scalars
 from genbench.report.events import read_scalars
 from genbench.report.runs import find_runs, group_variants, read_run
 from tests.report_fixtures import make_record, make_run
@@ -47,7 +48,9 @@ def test_compare_over_archived_runs_equals_compare_over_the_runs(tmp_path: Path)
                  overrides=["experiment=trilemma"], job_num=i, curve={2: 3 * fid, 4: 2 * fid})
     for run in sorted(runs.iterdir()):
         archive_run(run, tmp_path / "archive" / run.name, grid_samples=0)
-    assert not list((tmp_path / "archive").rglob("checkpoints"))
+    assert not list((tmp_path / "archive").rglob("checkpoints")) and not list((tmp_path / "archive").rglob("*tfevents*"))
+    hydra = (tmp_path / "archive" / "gan-seed1" / ".hydra" / "hydra.yaml").read_text()
+    assert yaml.safe_load(hydra) == {"hydra": {"runtime": {"choices": {"model": "gan"}}, "job": {"num": 1}}}
     main([str(runs), "-o", str(tmp_path / "a"), "--grid-samples", "0"])
     main([str(tmp_path / "archive"), "-o", str(tmp_path / "b"), "--grid-samples", "0"])
     for name in ("compare.csv", "compare_runs.csv", "crossings.csv", "fid_vs_nfe.csv"):
@@ -68,8 +71,8 @@ def test_archived_scalars_keep_the_last_value_of_each_step_with_its_wall_time(tm
     before = read_scalars(run / "tb")
     assert {p.step: p.value for p in before["train/loss"]}[6] == 0.5 and before["train/loss"][-1].step == 10
     archive_run(run, tmp_path / "archived", grid_samples=0)
-    assert read_scalars(tmp_path / "archived" / "tb") == before
-    assert len(list((tmp_path / "archived" / "tb").iterdir())) == 1
+    assert run_scalars(tmp_path / "archived") == before  # bit for bit, wall times too
+    assert (tmp_path / "archived" / SCALARS_FILE).is_file() and not (tmp_path / "archived" / "tb").exists()
 
 
 def test_an_archived_run_draws_its_archived_grid_in_samples_png(tmp_path: Path, compose_cfg):
@@ -133,7 +136,7 @@ def test_long_scalar_logs_are_thinned_but_every_evaluation_step_reads_back_exact
         for step in evals:
             w.add_scalar("eval_during/fid", 1e4 / step, step)
     archive_run(run, tmp_path / "kept", grid_samples=0)
-    before, after = read_scalars(run / "tb"), read_scalars(tmp_path / "kept" / "tb")
+    before, after = read_scalars(run / "tb"), run_scalars(tmp_path / "kept")
     assert len(after["train/loss"]) <= SCALAR_POINTS + 2 * len(evals) and after["train/loss"][-1] == before["train/loss"][-1]
     assert after["eval_during/fid"] == before["eval_during/fid"]
     assert set(p.step for p in after["train/loss"]) <= set(p.step for p in before["train/loss"])

@@ -3,13 +3,15 @@
 A sweep longer than one machine's lease (the flagship comparison is ~7 hours on 2 cores) loses its outputs/
 between sessions; its archived runs are kept, and compare reads an archived run as it reads the run itself:
 
-    .hydra/{config,overrides,hydra}.yaml   copied: model, family, seed, overrides
+    .hydra/{config,overrides}.yaml         copied: model, family, seed, overrides
+    .hydra/hydra.yaml                      the two keys compare reads (the config choices, the sweep job number),
+                                           without the run's absolute paths
     metrics.json                           copied: every record (the headline, FID-against-NFE cells)
     eval/memorisation.png                  copied: the headline evaluation's memorisation panel
-    tb/                                    the scalars only (what read_scalars returns: one value per tag and
-                                           step, with its wall time), at most SCALAR_POINTS per tag (thin):
-                                           every evaluation's step is kept, so the FID curves and their
-                                           seconds and FLOPs read back exactly; grids and HParams are dropped
+    scalars.csv                            tb/'s scalars (what read_scalars returns: one value per tag and step,
+                                           with its wall time) as text, at most SCALAR_POINTS per tag (thin):
+                                           every evaluation's step is kept, so the FID curves and their seconds
+                                           and FLOPs read back exactly; grids and HParams are dropped
     eval/fixed_noise-n<N>-seed<S>.png      samples from fixed noise (grid_png), drawn from the EMA weights now
                                            (compare's defaults: 16 samples, seed 0), for compare's samples.png
 
@@ -20,6 +22,7 @@ never leaves half a run where compare would read it.
 from __future__ import annotations
 
 import bisect
+import csv
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,10 +30,11 @@ from pathlib import Path
 import torch
 
 from genbench.records import METRICS_FILE, headline_record
-from genbench.report.events import read_scalars
+from genbench.report.events import Point, Scalars, read_scalars
 
 SCALAR_POINTS = 256  # per tag in an archived tb/, besides the evaluation steps (a VAE logs 2,000 points a tag)
-COPIED = (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", METRICS_FILE, "eval/memorisation.png")
+COPIED = (".hydra/config.yaml", ".hydra/overrides.yaml", METRICS_FILE, "eval/memorisation.png")
+SCALARS_FILE = "scalars.csv"  # an archived run's scalars, in place of tb/
 
 
 def grid_png(n: int, seed: int) -> Path:
@@ -76,23 +80,41 @@ def thin(scalars: dict, keep: set[int], most: int = SCALAR_POINTS) -> dict:
     return out
 
 
-def write_scalars(scalars: dict, tb_dir: Path) -> None:
-    """Each tag's points as TensorBoard scalars with their own steps and wall times, into one event file."""
-    from torch.utils.tensorboard import SummaryWriter
+def write_scalars(scalars: Scalars, path: Path) -> None:
+    """tag,step,value,wall_time lines, the floats in repr (they read back bit for bit)."""
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["tag", "step", "value", "wall_time"])
+        out.writerows([tag, p.step, repr(p.value), repr(p.wall_time)] for tag, points in scalars.items() for p in points)
 
-    writer = SummaryWriter(str(tb_dir))
-    try:
-        for tag, points in scalars.items():
-            for p in points:
-                writer.add_scalar(tag, p.value, p.step, walltime=p.wall_time)
-    finally:
-        writer.close()
+
+def run_scalars(run: Path) -> Scalars:
+    """A run's scalars: its tb/ (events.read_scalars), or an archived run's scalars.csv."""
+    if not (run / SCALARS_FILE).is_file():
+        return read_scalars(run / "tb")
+    out: Scalars = {}
+    with open(run / SCALARS_FILE, newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(row["tag"], []).append(Point(int(row["step"]), float(row["value"]), float(row["wall_time"])))
+    return {tag: sorted(points) for tag, points in out.items()}
+
+
+def hydra_keys(run: Path) -> dict:
+    """What compare reads of .hydra/hydra.yaml: the config choices and the sweep job number."""
+    import yaml
+
+    hydra_file = run / ".hydra" / "hydra.yaml"
+    hydra = yaml.safe_load(hydra_file.read_text())["hydra"] if hydra_file.is_file() else {}
+    return {"hydra": {"runtime": {"choices": (hydra.get("runtime") or {}).get("choices") or {}},
+                      "job": {"num": (hydra.get("job") or {}).get("num")}}}
 
 
 def archive_run(run: Path, dest: Path, grid_samples: int = 16, grid_seed: int = 0,
                 device: torch.device | str = "cpu") -> Path:
     """Copy finished run `run`'s record (module docstring) into `dest`, replacing what was there; returns `dest`.
     The samples are drawn when the run still has its checkpoint and grid_samples > 0. ValueError when `run` has no headline record: only a scored run is archived."""
+    import yaml
+
     run, dest = Path(run), Path(dest)
     if headline_record(run) is None:
         raise ValueError(f"{run}: no headline record in {METRICS_FILE}, so nothing to archive; score it first with "
@@ -107,9 +129,11 @@ def archive_run(run: Path, dest: Path, grid_samples: int = 16, grid_seed: int = 
             if (run / name).is_file():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run / name, tmp / name)
-        scalars = read_scalars(run / "tb")
+        (tmp / ".hydra").mkdir(exist_ok=True)
+        (tmp / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_keys(run)))
+        scalars = run_scalars(run)
         evaluated = {p.step for tag, points in scalars.items() if tag.startswith("eval") for p in points}
-        write_scalars(thin(scalars, evaluated), tmp / "tb")
+        write_scalars(thin(scalars, evaluated), tmp / SCALARS_FILE)
         if grid_samples and (run / "checkpoints" / "last.pt").is_file():
             (tmp / "eval").mkdir(exist_ok=True)
             save_png(fixed_noise_grid(run, grid_samples, grid_seed, device), tmp / grid_png(grid_samples, grid_seed))

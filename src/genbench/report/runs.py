@@ -4,7 +4,8 @@ A folder holding .hydra/config.yaml is a run; any other folder is searched for r
 multirun.yaml says which jobs it launched, so a job without a folder is named.
 
 Each run is read from files alone, no model is loaded: .hydra/ (model, family, seed, overrides), the
-headline record of metrics.json (format 2, or the single record of format 1) and the scalars of tb/.
+headline record of metrics.json (format 2, or the single record of format 1) and the scalars of tb/ (of
+scalars.csv in an archived run, genbench.report.archive).
 
 A variant is the model choice plus the overrides whose values differ between the runs, seed aside. Runs are
 averaged together only when they also share the protocol id of their records (numbers under two protocols
@@ -30,7 +31,8 @@ from pathlib import Path
 import yaml
 
 from genbench.records import METRICS_FILE, load_records
-from genbench.report.events import Point, Scalars, fid_during_training, read_scalars, value_at
+from genbench.report.archive import run_scalars
+from genbench.report.events import Point, Scalars, fid_during_training, value_at
 from genbench.report.nfe import NfePoint, sampler_points
 from genbench.report.stats import Stat, stat
 
@@ -215,7 +217,7 @@ def read_run(path: Path) -> Run:
         params=_number(training.get("parameters")))
     values.update(total_cost(_number(compute.get("train_flops")), _number(compute.get("sample_flops_per_image")),
                              values["train_time_s"], values["sampling_img_per_s"]))
-    scalars = read_scalars(path / "tb")
+    scalars = run_scalars(path)  # tb/, or an archived run's scalars.csv
     step = record.get("checkpoint_step", record.get("step"))
     curve = fid_during_training(scalars, step)
     curve_s, curve_flops = training_axes([p.step for p in curve], scalars, step, values["train_time_s"],
