@@ -133,10 +133,7 @@ class Job:
 
     def where(self, root: Path, archive: Path | None) -> Path:
         """The folder compare reads: the run itself while it is here and scored, else its archived copy."""
-        live = self.run_dir(root)
-        if archive is None or job_state(live).kind == "done":
-            return live
-        return live if archived_state(self.run_dir(archive)) is None else self.run_dir(archive)
+        return self.run_dir(archive) if sweep_state(self, root, archive).kind == "archived" else self.run_dir(root)
 
     def overrides(self, root: Path, extra: list[str], threads: int) -> list[str]:
         """`genbench train`'s command line; the budget comes last, so nothing in `extra` can move it."""
@@ -605,7 +602,8 @@ def measure_pace(args, children: Children) -> int:
     for family in families:
         job = Job(Budget("time", args.pace_seconds), family, 0)
         run_dir = args.root / "pace" / family
-        overrides = [*job.overrides(args.root, args.overrides, args.threads)[:-1], "trainer.max_steps=null",
+        overrides = [*(o for o in job.overrides(args.root, args.overrides, args.threads) if not o.startswith("hydra.run.dir=")),
+                     "trainer.max_steps=null",
                      "trainer.eval_every=0", "trainer.sample_every=0", "trainer.checkpoint_every=0", "trainer.log_every=1",
                      "trainer.progress=false", "eval.at_end=false", f"hydra.run.dir={run_dir}"]
         try:
