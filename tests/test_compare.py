@@ -360,3 +360,17 @@ def test_each_run_names_the_machine_it_trained_on(tmp_path: Path, no_plots):
                    "3": "Intel(R) Xeon(R) Processor, 1 of 2 CPU threads"}
     assert "| AMD EPYC 7B13, 2 of 2 CPU threads |" in (tmp_path / "out" / "compare.md").read_text()
     assert machine_text({"device": "cuda", "device_name": "NVIDIA H200", "cpu_model": "x"}) == "NVIDIA H200"
+
+
+def test_a_setting_with_one_value_per_model_does_not_name_variants(tmp_path: Path, no_plots):
+    """A paced time budget gives each family its own trainer.max_flops: the variants are still gan and vae; a
+    value that varies within one model still names its variants."""
+    for i, (family, flops) in enumerate([("gan", "4e13"), ("gan", "4e13"), ("vae", "2e13")]):
+        make_run(tmp_path / "paced", f"{i}", family, i, make_record(10.0 + i), overrides=[f"trainer.max_flops={flops}"])
+    compare(tmp_path / "paced", "-o", tmp_path / "a")
+    assert [r["variant"] for r in rows(tmp_path / "a" / "compare.csv")] == ["gan", "vae"]
+    for i, (family, flops) in enumerate([("gan", "4e13"), ("gan", "8e13"), ("vae", "2e13")]):
+        make_run(tmp_path / "sweep", f"{i}", family, 0, make_record(10.0 + i), overrides=[f"trainer.max_flops={flops}"])
+    compare(tmp_path / "sweep", "-o", tmp_path / "b")
+    assert [r["variant"] for r in rows(tmp_path / "b" / "compare.csv")] == [
+        "gan trainer.max_flops=4e13", "gan trainer.max_flops=8e13", "vae trainer.max_flops=2e13"]

@@ -328,10 +328,20 @@ def labels(n: int) -> list[str]:
     return out[:n]
 
 
+def follows_model(key: str, runs: list[Run]) -> bool:
+    """Does `key` take one value per model choice, different between models (a paced time budget's
+    trainer.max_flops)? Then it is a setting of the model, which the name already says, not a variant."""
+    per_model: dict[str, set] = {}
+    for r in runs:
+        per_model.setdefault(r.model, set()).add(r.overrides.get(key))
+    return len(per_model) > 1 and all(len(values) == 1 for values in per_model.values())
+
+
 def group_variants(runs: list[Run]) -> tuple[list[Variant], list[str]]:
     """The variants, in the order their first run came, and a warning for each seed seen twice in one."""
     keys = sorted({k for r in runs for k in r.overrides} - PLUMBING)
-    differing = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1 and not k.startswith("hydra")]
+    differing = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1 and not k.startswith("hydra")
+                 and not follows_model(k, runs)]
     base = {id(r): " ".join([r.model] + [f"{k}={r.overrides[k]}" for k in differing if k in r.overrides]) for r in runs}
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
