@@ -250,10 +250,13 @@ def archived_state(archived: Path) -> State | None:
         record = headline_record(archived)
     except ValueError:  # a damaged archive counts as none: the job runs again and replaces it
         return None
-    if record is None:
-        return None
+    return None if record is None else scored("archived", record)
+
+
+def scored(kind: JobState, record: dict) -> State:
+    """The state of a job whose headline record is `record`: its step and FID."""
     fid = (record.get("metrics") or {}).get("fid")
-    return State("archived", Progress(step=record.get("checkpoint_step", record.get("step")) or 0),
+    return State(kind, Progress(step=record.get("checkpoint_step", record.get("step")) or 0),
                  f"FID {fid:.4g}" if fid is not None else "")
 
 
@@ -275,9 +278,7 @@ def job_state(run_dir: Path) -> State:
     except ValueError as e:
         return State("broken", note=str(e))
     if record is not None:
-        fid = (record.get("metrics") or {}).get("fid")
-        step = record.get("checkpoint_step", record.get("step"))
-        return State("done", Progress(step=step or 0), f"FID {fid:.4g}" if fid is not None else "")
+        return scored("done", record)
     try:
         found = find_resumable(run_dir)
     except CheckpointError as e:

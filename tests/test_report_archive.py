@@ -13,7 +13,8 @@ import yaml
 
 from genbench.compare import main
 from genbench.report import plots
-from genbench.report.archive import SCALARS_FILE, archive_run, grid_png, run_scalars
+from genbench.report.archive import archive_run, grid_png
+from genbench.report.events import SCALARS_FILE, run_scalars
 from genbench.report.events import read_scalars
 from genbench.report.runs import find_runs, group_variants, read_run
 from tests.report_fixtures import make_record, make_run

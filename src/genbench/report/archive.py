@@ -22,7 +22,6 @@ never leaves half a run where compare would read it.
 from __future__ import annotations
 
 import bisect
-import csv
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,11 +29,10 @@ from pathlib import Path
 import torch
 
 from genbench.records import METRICS_FILE, headline_record
-from genbench.report.events import Point, Scalars, read_scalars
+from genbench.report.events import SCALARS_FILE, Scalars, run_scalars, write_scalars
 
-SCALAR_POINTS = 256  # per tag in an archived tb/, besides the evaluation steps (a VAE logs 2,000 points a tag)
+SCALAR_POINTS = 256  # per tag in an archived scalars.csv, besides the evaluation steps (a VAE logs 2,000 points a tag)
 COPIED = (".hydra/config.yaml", ".hydra/overrides.yaml", METRICS_FILE, "eval/memorisation.png")
-SCALARS_FILE = "scalars.csv"  # an archived run's scalars, in place of tb/
 
 
 def grid_png(n: int, seed: int) -> Path:
@@ -62,7 +60,7 @@ def save_png(grid: torch.Tensor, path: Path) -> None:
     Image.fromarray(pixels, "RGB").save(path)
 
 
-def thin(scalars: dict, keep: set[int], most: int = SCALAR_POINTS) -> dict:
+def thin(scalars: Scalars, keep: set[int], most: int = SCALAR_POINTS) -> Scalars:
     """Each tag's points cut to `most`, evenly spaced by index (the first and last among them), plus the points at
     and around each step in `keep` (the last at or before it, the first at or after it), so that
     events.value_at interpolates any tag at those steps exactly as from the full log."""
@@ -80,25 +78,6 @@ def thin(scalars: dict, keep: set[int], most: int = SCALAR_POINTS) -> dict:
     return out
 
 
-def write_scalars(scalars: Scalars, path: Path) -> None:
-    """tag,step,value,wall_time lines, the floats in repr (they read back bit for bit)."""
-    with open(path, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["tag", "step", "value", "wall_time"])
-        out.writerows([tag, p.step, repr(p.value), repr(p.wall_time)] for tag, points in scalars.items() for p in points)
-
-
-def run_scalars(run: Path) -> Scalars:
-    """A run's scalars: its tb/ (events.read_scalars), or an archived run's scalars.csv."""
-    if not (run / SCALARS_FILE).is_file():
-        return read_scalars(run / "tb")
-    out: Scalars = {}
-    with open(run / SCALARS_FILE, newline="") as f:
-        for row in csv.DictReader(f):
-            out.setdefault(row["tag"], []).append(Point(int(row["step"]), float(row["value"]), float(row["wall_time"])))
-    return {tag: sorted(points) for tag, points in out.items()}
-
-
 def hydra_keys(run: Path) -> dict:
     """What compare reads of .hydra/hydra.yaml: the config choices and the sweep job number."""
     import yaml
@@ -112,7 +91,8 @@ def hydra_keys(run: Path) -> dict:
 def archive_run(run: Path, dest: Path, grid_samples: int = 16, grid_seed: int = 0,
                 device: torch.device | str = "cpu") -> Path:
     """Copy finished run `run`'s record (module docstring) into `dest`, replacing what was there; returns `dest`.
-    The samples are drawn when the run still has its checkpoint and grid_samples > 0. ValueError when `run` has no headline record: only a scored run is archived."""
+    The samples are drawn when the run still has its checkpoint and grid_samples > 0. ValueError when `run` has
+    no headline record: only a scored run is archived."""
     import yaml
 
     run, dest = Path(run), Path(dest)

@@ -10,6 +10,7 @@ then by the file's natural name order (numbers as numbers), then by its place in
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,7 @@ class Point(NamedTuple):
 
 
 Scalars = dict[str, list[Point]]  # tag -> its points, one per step, by step
+SCALARS_FILE = "scalars.csv"  # an archived run's scalars as text, in place of tb/ (genbench.report.archive)
 
 
 def natural_key(name: str) -> list:
@@ -80,3 +82,22 @@ def fid_during_training(scalars: Scalars, final_step: int | None) -> list[Point]
         return scalars["eval_during/fid"]
     old = scalars.get("eval/fid", [])
     return [p for p in old if final_step is None or p.step < final_step]
+
+
+def write_scalars(scalars: Scalars, path: Path) -> None:
+    """tag,step,value,wall_time lines, the floats in repr (they read back bit for bit)."""
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["tag", "step", "value", "wall_time"])
+        out.writerows([tag, p.step, repr(p.value), repr(p.wall_time)] for tag, points in scalars.items() for p in points)
+
+
+def run_scalars(run: Path) -> Scalars:
+    """A run's scalars: its tb/ (events.read_scalars), or an archived run's scalars.csv."""
+    if not (run / SCALARS_FILE).is_file():
+        return read_scalars(run / "tb")
+    out: Scalars = {}
+    with open(run / SCALARS_FILE, newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(row["tag"], []).append(Point(int(row["step"]), float(row["value"]), float(row["wall_time"])))
+    return {tag: sorted(points) for tag, points in out.items()}

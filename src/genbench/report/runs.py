@@ -31,8 +31,7 @@ from pathlib import Path
 import yaml
 
 from genbench.records import METRICS_FILE, load_records
-from genbench.report.archive import run_scalars
-from genbench.report.events import Point, Scalars, fid_during_training, value_at
+from genbench.report.events import Point, Scalars, fid_during_training, run_scalars, value_at
 from genbench.report.nfe import NfePoint, sampler_points
 from genbench.report.stats import Stat, stat
 
