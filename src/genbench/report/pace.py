@@ -64,15 +64,12 @@ def apply_pace(runs: list[Run], pace: dict) -> list[str]:
     """Time each run at the pace: its curve's seconds and its training seconds become its training FLOPs / its
     model's rate, and the total seconds follow (the sampling img/s stay as measured). A run without a rate, without
     FLOPs or with other settings than its rate was measured with keeps its own seconds; a message says so."""
-    import yaml
-
     problems = []
     for run in runs:
-        config = yaml.safe_load((run.path / ".hydra" / "config.yaml").read_text())
         rate = pace["rates"].get(run.model)
         why = ("no rate of its model" if rate is None else
                "its training FLOPs are unknown" if run.curve_flops is None or not math.isfinite(run.values["train_pflops"]) else
-               "other settings than its rate was measured with" if pace["settings"].get(run.model) != pace_settings(config)
+               "other settings than its rate was measured with" if pace["settings"].get(run.model) != pace_settings(run.config)
                else None)
         if why:
             problems.append(f"{run.path}: not timed at the pace ({why}); its own training seconds are used")

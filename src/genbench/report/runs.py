@@ -75,6 +75,7 @@ class Run:
                                  # record older than training.machine, the evaluation's (the same at the end of training)
     job_num: int | None = None
     nfe_points: list[NfePoint] = field(default_factory=list)  # every record at the headline's weights (FID against NFE)
+    config: dict = field(default_factory=dict)  # its .hydra/config.yaml
 
 
 @dataclass
@@ -225,7 +226,7 @@ def read_run(path: Path) -> Run:
                family_of(target), int(cfg.get("seed", 0)), overrides, headline, record, len(records) - 1,
                protocol_of(record), str(sampler or "—"), values, nll_bound,
                scalars, curve, curve_s, curve_flops, machine_text(training.get("machine") or record.get("machine")), job_num(path),
-               sampler_points(records, record))
+               sampler_points(records, record), cfg)
 
 
 def machine_text(machine: dict | None) -> str:
