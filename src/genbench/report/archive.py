@@ -30,6 +30,7 @@ import torch
 
 from genbench.records import METRICS_FILE, headline_record
 from genbench.report.events import SCALARS_FILE, Scalars, run_scalars, write_scalars
+from genbench.report.runs import hydra_keys
 
 SCALAR_POINTS = 256  # per tag in an archived scalars.csv, besides the evaluation steps (a VAE logs 2,000 points a tag)
 COPIED = (".hydra/config.yaml", ".hydra/overrides.yaml", METRICS_FILE, "eval/memorisation.png")
@@ -76,16 +77,6 @@ def thin(scalars: Scalars, keep: set[int], most: int = SCALAR_POINTS) -> Scalars
             chosen.update(j for j in (i - 1, i) if 0 <= j < len(points))
         out[tag] = [p for i, p in enumerate(points) if i in chosen]
     return out
-
-
-def hydra_keys(run: Path) -> dict:
-    """What compare reads of .hydra/hydra.yaml: the config choices and the sweep job number."""
-    import yaml
-
-    hydra_file = run / ".hydra" / "hydra.yaml"
-    hydra = yaml.safe_load(hydra_file.read_text())["hydra"] if hydra_file.is_file() else {}
-    return {"hydra": {"runtime": {"choices": (hydra.get("runtime") or {}).get("choices") or {}},
-                      "job": {"num": (hydra.get("job") or {}).get("num")}}}
 
 
 def archive_run(run: Path, dest: Path, grid_samples: int = 16, grid_seed: int = 0,

@@ -144,9 +144,17 @@ def missing_jobs(sweep: Path, runs: list[Path]) -> list[str]:
             for num, job in enumerate(jobs) if num not in done]
 
 
-def job_num(run: Path) -> int | None:
+def hydra_keys(run: Path) -> dict:
+    """All that compare reads of a run's .hydra/hydra.yaml, in that file's layout: the config choices and the
+    sweep job number (genbench.report.archive keeps exactly this, so the two cannot drift apart)."""
     hydra_file = run / ".hydra" / "hydra.yaml"
-    return yaml.safe_load(hydra_file.read_text())["hydra"].get("job", {}).get("num") if hydra_file.is_file() else None
+    hydra = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra") or {} if hydra_file.is_file() else {}
+    return {"hydra": {"runtime": {"choices": (hydra.get("runtime") or {}).get("choices") or {}},
+                      "job": {"num": (hydra.get("job") or {}).get("num")}}}
+
+
+def job_num(run: Path) -> int | None:
+    return hydra_keys(run)["hydra"]["job"]["num"]
 
 
 # ---- read -----------------------------------------------------------------------------------------------
@@ -192,11 +200,10 @@ def read_run(path: Path) -> Run:
         raise RunError(f"{path}: not evaluated (no {METRICS_FILE}): training failed or stopped before its final "
                        f"evaluation; see {path / 'train.log'}, or score it with `genbench eval run_dir={path}`")
     cfg = yaml.safe_load((path / ".hydra" / "config.yaml").read_text())
-    overrides_file, hydra_file = path / ".hydra" / "overrides.yaml", path / ".hydra" / "hydra.yaml"
+    overrides_file = path / ".hydra" / "overrides.yaml"
     lines = yaml.safe_load(overrides_file.read_text()) or [] if overrides_file.is_file() else []
     overrides = dict(o.lstrip("+~").split("=", 1) for o in lines if "=" in o)
-    choices = yaml.safe_load(hydra_file.read_text())["hydra"].get("runtime", {}).get("choices", {}) \
-        if hydra_file.is_file() else {}
+    choices = hydra_keys(path)["hydra"]["runtime"]["choices"]
     target = cfg["model"]["_target_"]
     headline, records = load_records(path)  # format 2, or format 1's single record
     if headline not in records:
