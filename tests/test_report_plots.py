@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.colors import to_rgba
 
 from genbench.report import plots
 from genbench.report.runs import group_variants, read_run
@@ -174,3 +175,22 @@ def test_a_one_point_series_of_fid_vs_nfe_is_a_marker_not_a_line(tmp_path: Path)
     fig = plots.fid_vs_nfe(variants, nfe_table(variants))
     styles = {c.get_label(): c.lines[0].get_linestyle() for c in fig.axes[0].containers}
     assert styles["A DPMSolverPP2M [p1]"] == "None" and styles["A DDIM [p1k]"] == "--"  # the second protocol dashed
+
+
+def test_a_familys_variants_share_its_color_and_differ_by_line_style(variants):
+    """A budget-scaling compare (each family at several budgets) reads by color: one per family, its variants
+    told apart by line style and marker; a one-family compare (an ablation) gives each variant its own color."""
+    fig = plots.fid_vs_training(variants, "time")
+    ax, family = fig.axes[0], {v.label: v.family for v in variants}
+    dots = {c.get_label(): tuple(c.get_facecolor()[0]) for c in ax.collections if not c.get_label().startswith("_")}
+    assert set(dots) == set(family)
+    for a, b in itertools.combinations(dots, 2):
+        assert (dots[a] == dots[b]) == (family[a] == family[b]), (a, b)
+    lines = {v.label: ax.lines[2 * i] for i, v in enumerate(variants)}  # two runs (seeds) a variant, in order
+    for name in set(family.values()):
+        own = [label for label in lines if family[label] == name]
+        assert len({lines[label].get_linestyle() for label in own}) == len(own)
+        assert all(to_rgba(lines[label].get_color()) == dots[label] for label in own)
+    gans = [v for v in variants if v.family == "gan"]
+    colors = [s["color"] for s in plots.variant_styles(gans).values()]
+    assert len(set(colors)) == len(gans)

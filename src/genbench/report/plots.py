@@ -34,10 +34,22 @@ MARKERS = "os^Dv<>pXh"
 
 
 def style(i: int) -> dict:
-    """The color and marker of the i-th variant: 10 colors, then the markers tell them apart."""
+    """The color and marker of the i-th of a list: 10 colors, then the markers tell them apart."""
     import matplotlib
 
-    return {"color": matplotlib.colormaps["tab10"](i % 10), "marker": MARKERS[(i // 10) % len(MARKERS)]}
+    return {"color": matplotlib.colormaps["tab10"](i % 10), "marker": MARKERS[(i // 10) % len(MARKERS)], "linestyle": "-"}
+
+
+def variant_styles(variants: list[Variant]) -> dict[str, dict]:
+    """{label: color, marker, line style}. Where the variants span two or more families, the color is the
+    family's and the k-th variant of a family gets the k-th marker and line style (a budget-scaling compare:
+    each family one color, its budgets told apart by marker); with one family, the color is the variant's."""
+    families = list(dict.fromkeys(v.family for v in variants))
+    if len(families) < 2:
+        return {v.label: style(i) for i, v in enumerate(variants)}
+    rank = {v.label: [w.label for w in variants if w.family == v.family].index(v.label) for v in variants}
+    return {v.label: {"color": style(families.index(v.family))["color"], "marker": MARKERS[rank[v.label] % len(MARKERS)],
+                      "linestyle": LINESTYLES[rank[v.label] % len(LINESTYLES)]} for v in variants}
 
 
 def add_key(fig: Figure, variants: list[Variant]) -> None:
@@ -80,13 +92,14 @@ def fid_vs_training(variants: list[Variant], x: Literal["time", "flops"]) -> Fig
         return None
     fig = new_figure()
     ax = fig.add_subplot()
-    fids = []
-    for i, v in enumerate(variants):
-        s = style(i)
+    fids, styles = [], variant_styles(variants)
+    for v in variants:
+        s = styles[v.label]
         for j, r in enumerate(v.runs):
             xs = r.curve_s if x == "time" else r.curve_flops
             if r.fid_curve and xs:
-                ax.plot(xs, [p.value for p in r.fid_curve], color=s["color"], alpha=0.6, lw=1, marker=".", ms=4)
+                ax.plot(xs, [p.value for p in r.fid_curve], color=s["color"], ls=s["linestyle"], alpha=0.6, lw=1,
+                        marker=".", ms=4)
             end = r.values["train_time_s"] if x == "time" else r.values["train_pflops"] * 1e15
             ax.scatter([end], [r.values["fid"]], color=s["color"], marker=s["marker"], s=30, zorder=3,
                        label=v.label if j == 0 else None)
@@ -103,8 +116,9 @@ def summary_scatter(variants: list[Variant], x: str, y: str) -> Figure:
     """Runs faded, each variant's mean ± std over seeds."""
     fig = new_figure()
     ax = fig.add_subplot()
-    for i, v in enumerate(variants):
-        s = style(i)
+    styles = variant_styles(variants)
+    for v in variants:
+        s = styles[v.label]
         ax.scatter([r.values[x] for r in v.runs], [r.values[y] for r in v.runs], color=s["color"], marker=s["marker"],
                    alpha=0.35, s=15)
         sx, sy = v.stats[x], v.stats[y]
