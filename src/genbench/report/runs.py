@@ -203,7 +203,8 @@ def read_run(path: Path) -> Run:
     overrides_file = path / ".hydra" / "overrides.yaml"
     lines = yaml.safe_load(overrides_file.read_text()) or [] if overrides_file.is_file() else []
     overrides = dict(o.lstrip("+~").split("=", 1) for o in lines if "=" in o)
-    choices = hydra_keys(path)["hydra"]["runtime"]["choices"]
+    hydra = hydra_keys(path)["hydra"]
+    choices = hydra["runtime"]["choices"]
     target = cfg["model"]["_target_"]
     headline, records = load_records(path)  # format 2, or format 1's single record
     if headline not in records:
@@ -232,7 +233,7 @@ def read_run(path: Path) -> Run:
     return Run(path, choices.get("model") or overrides.get("model") or target.rsplit(".", 1)[-1].lower(),
                family_of(target), int(cfg.get("seed", 0)), overrides, headline, record, len(records) - 1,
                protocol_of(record), str(sampler or "—"), values, nll_bound,
-               scalars, curve, curve_s, curve_flops, machine_text(training.get("machine") or record.get("machine")), job_num(path),
+               scalars, curve, curve_s, curve_flops, machine_text(training.get("machine") or record.get("machine")), hydra["job"]["num"],
                sampler_points(records, record), cfg)
 
 
