@@ -194,3 +194,15 @@ def test_a_familys_variants_share_its_color_and_differ_by_line_style(variants):
     gans = [v for v in variants if v.family == "gan"]
     colors = [s["color"] for s in plots.variant_styles(gans).values()]
     assert len(set(colors)) == len(gans)
+
+
+def test_the_time_axis_is_logarithmic_once_the_budgets_span_a_decade(tmp_path: Path):
+    """One budget's runs read on a linear time axis; a scaling compare (budgets 10x apart) on a log one, as FLOPs."""
+    def axis(times):
+        runs = [read_run(make_run(tmp_path / str(times), f"r{t}", "gan", 0, make_record(30.0, train_time=t),
+                                  overrides=[f"trainer.max_time={t}"])) for t in times]
+        ax = plots.fid_vs_training(group_variants(runs)[0], "time").axes[0]
+        return ax.get_xscale(), ax.get_xlabel()
+
+    assert axis([10.0, 20.0]) == ("linear", "training time (s)")
+    assert axis([10.0, 600.0]) == ("log", "training time (s) (log)")

@@ -92,7 +92,7 @@ def fid_vs_training(variants: list[Variant], x: Literal["time", "flops"]) -> Fig
         return None
     fig = new_figure()
     ax = fig.add_subplot()
-    fids, styles = [], variant_styles(variants)
+    fids, xs_all, styles = [], [], variant_styles(variants)
     for v in variants:
         s = styles[v.label]
         for j, r in enumerate(v.runs):
@@ -104,10 +104,14 @@ def fid_vs_training(variants: list[Variant], x: Literal["time", "flops"]) -> Fig
             ax.scatter([end], [r.values["fid"]], color=s["color"], marker=s["marker"], s=30, zorder=3,
                        label=v.label if j == 0 else None)
             fids += [r.values["fid"], *(p.value for p in r.fid_curve)]
+            xs_all += [end, *(xs if r.fid_curve else [])]
     log_if_wide(ax, fids)
     if x == "flops":
         ax.set_xscale("log")
-    ax.set(xlabel="training time (s)" if x == "time" else "training FLOPs (log)", ylabel="FID")
+    else:  # budgets a decade apart (a scaling compare) read as the FLOPs axis does
+        log_if_wide(ax, xs_all, "x")
+    log = " (log)" if ax.get_xscale() == "log" else ""
+    ax.set(xlabel=f"training time (s){log}" if x == "time" else "training FLOPs (log)", ylabel="FID")
     return finish(fig, ax, variants, f"FID against training {'time' if x == 'time' else 'compute'}\n"
                   "lines: evaluations during training (small protocol)\nbig dots: the full protocol at the end")
 
