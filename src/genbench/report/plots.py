@@ -110,8 +110,8 @@ def fid_vs_training(variants: list[Variant], x: Literal["time", "flops"]) -> Fig
         ax.set_xscale("log")
     else:  # budgets a decade apart (a scaling compare) read as the FLOPs axis does
         log_if_wide(ax, xs_all, "x")
-    log = " (log)" if ax.get_xscale() == "log" else ""
-    ax.set(xlabel=f"training time (s){log}" if x == "time" else "training FLOPs (log)", ylabel="FID")
+    time_label = "training time (s, log)" if ax.get_xscale() == "log" else "training time (s)"
+    ax.set(xlabel=time_label if x == "time" else "training FLOPs (log)", ylabel="FID")
     return finish(fig, ax, variants, f"FID against training {'time' if x == 'time' else 'compute'}\n"
                   "lines: evaluations during training (small protocol)\nbig dots: the full protocol at the end")
 
